@@ -1,0 +1,71 @@
+"""Turns a submitted application into a credit report: parse, score, publish."""
+
+from __future__ import annotations
+
+import uuid
+
+import structlog
+from aiokafka import AIOKafkaProducer
+
+from credit_service.domain.scoring import cibil_score
+from prequal_shared.consumer import Record
+from prequal_shared.domain import mask_pan
+from prequal_shared.events import (
+    ApplicationSubmittedEvent,
+    CreditReportGenerated,
+    CreditReportGeneratedEvent,
+    decode,
+    encode,
+    headers_for,
+    new_event_fields,
+)
+
+log = structlog.stdlib.get_logger(__name__)
+
+# The report's event id is derived from the application event's id: a redelivered or replayed
+# application yields the very same report, which the decision service recognises as a duplicate.
+REPORT_NAMESPACE = uuid.UUID("6f1c3c4e-61a4-4c1e-9a43-3f1b1f0c2a55")
+
+
+def credit_report_for(event: ApplicationSubmittedEvent) -> CreditReportGeneratedEvent:
+    application = event.payload
+    return CreditReportGeneratedEvent(
+        payload=CreditReportGenerated(
+            application_id=application.application_id,
+            cibil_score=cibil_score(
+                pan=application.pan_number,
+                monthly_income_inr=application.monthly_income_inr,
+                loan_type=application.loan_type,
+            ),
+            monthly_income_inr=application.monthly_income_inr,
+            loan_amount_inr=application.loan_amount_inr,
+            loan_type=application.loan_type,
+        ),
+        **new_event_fields(
+            correlation_id=event.correlation_id,
+            event_id=uuid.uuid5(REPORT_NAMESPACE, str(event.event_id)),
+        ),
+    )
+
+
+class CreditReportHandler:
+    def __init__(self, *, producer: AIOKafkaProducer, topic: str) -> None:
+        self._producer = producer
+        self._topic = topic
+
+    async def __call__(self, record: Record) -> None:
+        event = decode(ApplicationSubmittedEvent, record.value)
+        application = event.payload
+        structlog.contextvars.bind_contextvars(
+            correlation_id=event.correlation_id,
+            application_id=str(application.application_id),
+            pan=mask_pan(application.pan_number),
+        )
+        report = credit_report_for(event)
+        await self._producer.send_and_wait(
+            self._topic,
+            value=encode(report),
+            key=str(application.application_id).encode(),
+            headers=headers_for(report),
+        )
+        log.info("credit report published", cibil_score=report.payload.cibil_score)

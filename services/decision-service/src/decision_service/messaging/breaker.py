@@ -1,0 +1,42 @@
+"""The circuit breaker around the database, usable from asyncio.
+
+pybreaker's `call_async` needs Tornado; its `calling()` context manager works around any
+awaited block instead. An open circuit becomes a `RetryLaterError` carrying the time left,
+so the consume loop pauses its partitions rather than dead-lettering good messages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pybreaker
+
+from prequal_shared.errors import PermanentError, RetryLaterError
+
+
+def create_breaker(*, fail_max: int, reset_timeout_s: float) -> pybreaker.CircuitBreaker:
+    # Permanent errors (an unknown application) say nothing about the database's health.
+    return pybreaker.CircuitBreaker(
+        fail_max=fail_max, reset_timeout=reset_timeout_s, exclude=[PermanentError], name="postgres"
+    )
+
+
+def seconds_until_retry(breaker: pybreaker.CircuitBreaker) -> float:
+    opened_at = breaker._state_storage.opened_at  # noqa: SLF001 - pybreaker has no public getter
+    if opened_at is None:
+        return 0.0
+    elapsed = (datetime.now(UTC) - opened_at).total_seconds()
+    return max(0.1, breaker.reset_timeout - elapsed)
+
+
+@contextlib.contextmanager
+def guarded(breaker: pybreaker.CircuitBreaker) -> Iterator[None]:
+    try:
+        with breaker.calling():
+            yield
+    except pybreaker.CircuitBreakerError as exc:
+        raise RetryLaterError(
+            f"circuit {breaker.name} is open: {exc}", retry_after=seconds_until_retry(breaker)
+        ) from exc

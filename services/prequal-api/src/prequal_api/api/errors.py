@@ -1,0 +1,46 @@
+"""Every error the API can answer with, mapped to HTTP in one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from prequal_shared.errors import ApplicationNotFoundError, DependencyUnavailableError
+
+log = structlog.stdlib.get_logger(__name__)
+
+
+def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    # Never echo the input back: a rejected body may still hold a valid PAN.
+    return [
+        {"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")}
+        for err in exc.errors()
+    ]
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = _field_errors(exc)
+        fields = ", ".join(".".join(str(p) for p in e["loc"][1:]) or "body" for e in errors)
+        return JSONResponse(
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+            content={"detail": f"invalid request: {fields}", "errors": errors},
+        )
+
+    @app.exception_handler(ApplicationNotFoundError)
+    async def not_found(_: Request, exc: ApplicationNotFoundError) -> JSONResponse:
+        return JSONResponse(status_code=status.HTTP_404_NOT_FOUND, content={"detail": str(exc)})
+
+    @app.exception_handler(DependencyUnavailableError)
+    async def unavailable(_: Request, exc: DependencyUnavailableError) -> JSONResponse:
+        log.warning("dependency unavailable", error=str(exc))
+        return JSONResponse(
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            content={"detail": f"{exc}; try again shortly"},
+            headers={"Retry-After": "2"},
+        )

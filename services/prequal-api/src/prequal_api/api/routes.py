@@ -1,0 +1,92 @@
+"""HTTP routes: applications and health."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Request, status
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from prequal_api.api.decimal_json import DecimalJSONRoute
+from prequal_api.api.deps import (
+    CorrelationIdDep,
+    RelayDep,
+    SessionsDep,
+    SettingsDep,
+    transaction,
+)
+from prequal_api.api.schemas import ApplicationAccepted, ApplicationIn, ApplicationStatusOut, Problem
+from prequal_api.domain.applications import application_status, submit_application
+
+router = APIRouter(route_class=DecimalJSONRoute)
+
+_UNAVAILABLE = {503: {"model": Problem, "description": "PostgreSQL is unavailable"}}
+
+
+@router.post(
+    "/applications",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=ApplicationAccepted,
+    responses={422: {"description": "Invalid application; nothing was stored"}, **_UNAVAILABLE},
+    summary="Submit a loan application for prequalification",
+)
+async def create_application(
+    application: ApplicationIn,
+    sessions: SessionsDep,
+    relay: RelayDep,
+    settings: SettingsDep,
+    correlation_id: CorrelationIdDep,
+) -> ApplicationAccepted:
+    """Stores the application as PENDING; its decision arrives asynchronously (poll the status)."""
+    async with transaction(sessions) as session:
+        application_id = await submit_application(
+            session,
+            application=application,
+            correlation_id=correlation_id,
+            topic=settings.topic_applications_submitted,
+        )
+    relay.notify()
+    return ApplicationAccepted(application_id=application_id)
+
+
+@router.get(
+    "/applications/{application_id}/status",
+    response_model=ApplicationStatusOut,
+    responses={404: {"model": Problem, "description": "No such application"}, **_UNAVAILABLE},
+    summary="Current status of an application",
+)
+async def get_application_status(application_id: uuid.UUID, sessions: SessionsDep) -> ApplicationStatusOut:
+    async with transaction(sessions) as session:
+        view = await application_status(session, application_id)
+    return ApplicationStatusOut(
+        application_id=view.application_id,
+        status=view.status,
+        cibil_score=view.cibil_score,
+        updated_at=view.updated_at,
+    )
+
+
+@router.get("/health", summary="Liveness")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/health/ready", summary="Readiness: PostgreSQL and Kafka answer", response_model=None)
+async def ready(request: Request, sessions: SessionsDep, relay: RelayDep) -> JSONResponse:
+    checks: dict[str, Any] = {}
+    try:
+        async with asyncio.timeout(2):
+            async with sessions() as session:
+                await session.execute(text("SELECT 1"))
+        checks["postgres"] = "ok"
+    except Exception as exc:
+        checks["postgres"] = f"down: {type(exc).__name__}"
+    checks["kafka"] = "ok" if await relay.kafka_reachable(timeout_s=2) else "down"
+    healthy = all(value == "ok" for value in checks.values())
+    return JSONResponse(
+        status_code=status.HTTP_200_OK if healthy else status.HTTP_503_SERVICE_UNAVAILABLE,
+        content={"status": "ready" if healthy else "not ready", "checks": checks},
+    )

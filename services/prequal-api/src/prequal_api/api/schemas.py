@@ -1,0 +1,64 @@
+"""The HTTP contract: requests are strict, responses never carry the PAN."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from prequal_shared.domain import PAN_PATTERN, ApplicationStatus, LoanType
+from prequal_shared.events import Money
+
+
+class ApplicationIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "pan_number": "ABCDE1234F",
+                    "applicant_name": "Asha Rao",
+                    "monthly_income_inr": 50000,
+                    "loan_amount_inr": 200000,
+                    "loan_type": "PERSONAL",
+                }
+            ]
+        },
+    )
+
+    pan_number: Annotated[str, Field(pattern=PAN_PATTERN, description="Indian PAN, e.g. ABCDE1234F")]
+    applicant_name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=255)] | None = None
+    monthly_income_inr: Annotated[Money, Field(description="Monthly income in rupees, up to 2 decimals")]
+    loan_amount_inr: Annotated[Money, Field(description="Requested amount in rupees, up to 2 decimals")]
+    loan_type: LoanType | None = None
+
+
+class ApplicationAccepted(BaseModel):
+    application_id: uuid.UUID
+    status: ApplicationStatus = ApplicationStatus.PENDING
+
+
+class ApplicationStatusOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "application_id": "5f0c6f0e-8d7a-4b9e-9a57-1f0e2f6c3a11",
+                    "status": "PRE_APPROVED",
+                    "cibil_score": 790,
+                    "updated_at": "2026-11-28T10:15:02.123456Z",
+                }
+            ]
+        }
+    )
+
+    application_id: uuid.UUID
+    status: ApplicationStatus
+    cibil_score: int | None
+    updated_at: datetime
+
+
+class Problem(BaseModel):
+    detail: str

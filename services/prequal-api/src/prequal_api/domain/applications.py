@@ -1,0 +1,67 @@
+"""The API's use cases. Stateless; the session (and so the transaction) is the caller's."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from prequal_api.api.schemas import ApplicationIn
+from prequal_api.persistence import repository
+from prequal_shared.domain import ApplicationStatus
+from prequal_shared.errors import ApplicationNotFoundError
+from prequal_shared.events import (
+    ApplicationSubmitted,
+    ApplicationSubmittedEvent,
+    encode,
+    headers_for,
+    new_event_fields,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StatusView:
+    application_id: uuid.UUID
+    status: ApplicationStatus
+    cibil_score: int | None
+    updated_at: datetime
+
+
+async def submit_application(
+    session: AsyncSession, *, application: ApplicationIn, correlation_id: str, topic: str
+) -> uuid.UUID:
+    """Store the application as PENDING and its event in the outbox, in the caller's transaction."""
+    application_id = uuid.uuid4()
+    fields = application.model_dump()
+    await repository.add_application(
+        session, {"id": application_id, **fields, "status": ApplicationStatus.PENDING}
+    )
+    event = ApplicationSubmittedEvent(
+        payload=ApplicationSubmitted(application_id=application_id, **fields),
+        **new_event_fields(correlation_id=correlation_id),
+    )
+    await repository.add_outbox_event(
+        session,
+        event_id=event.event_id,
+        topic=topic,
+        key=str(application_id).encode(),
+        payload=encode(event),
+        headers={name: value.decode() for name, value in headers_for(event)},
+    )
+    return application_id
+
+
+async def application_status(session: AsyncSession, application_id: uuid.UUID) -> StatusView:
+    found = await repository.get_status(session, application_id)
+    if found is None:
+        msg = f"application {application_id} not found"
+        raise ApplicationNotFoundError(msg)
+    status, cibil_score, updated_at = found
+    return StatusView(
+        application_id=application_id,
+        status=ApplicationStatus(status),
+        cibil_score=cibil_score,
+        updated_at=updated_at,
+    )

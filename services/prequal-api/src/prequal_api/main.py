@@ -1,0 +1,83 @@
+"""The FastAPI application: wiring of settings, database, outbox relay and routes."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI, Request, Response
+
+from prequal_api.api.deps import CORRELATION_HEADER
+from prequal_api.api.errors import install_error_handlers
+from prequal_api.api.routes import router
+from prequal_api.messaging.outbox_relay import OutboxRelay
+from prequal_api.settings import ApiSettings
+from prequal_shared.config import load_settings
+from prequal_shared.db import create_engine, create_session_factory
+from prequal_shared.kafka import create_producer
+from prequal_shared.logging import configure_logging
+
+SERVICE = "prequal-api"
+log = structlog.stdlib.get_logger(SERVICE)
+
+
+def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    settings = settings or load_settings(ApiSettings)
+    configure_logging(service=SERVICE, level=settings.log_level, fmt=settings.log_format)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings, application_name=SERVICE)
+        sessions = create_session_factory(engine)
+        producer = create_producer(settings, client_id=SERVICE)
+        relay = OutboxRelay(
+            sessions=sessions,
+            producer=producer,
+            sweep_interval_s=settings.outbox_sweep_interval_s,
+            batch_size=settings.outbox_batch_size,
+        )
+        app.state.settings = settings
+        app.state.sessions = sessions
+        app.state.relay = relay
+        stop = asyncio.Event()
+        relay_task = asyncio.create_task(relay.run(stop), name="outbox-relay")
+        log.info("started", port=settings.api_port)
+        try:
+            yield
+        finally:
+            stop.set()
+            await relay_task
+            await producer.stop()
+            await engine.dispose()
+            log.info("stopped")
+
+    app = FastAPI(
+        title="Loan prequalification API",
+        version="0.1.0",
+        description=(
+            "Submit a loan application and poll its status. Applications are scored "
+            "(simulated CIBIL) and decided asynchronously through Kafka."
+        ),
+        lifespan=lifespan,
+    )
+    app.include_router(router)
+    install_error_handlers(app)
+
+    @app.middleware("http")
+    async def correlation_id(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        value = request.headers.get(CORRELATION_HEADER) or str(uuid.uuid4())
+        request.state.correlation_id = value[:128]
+        structlog.contextvars.bind_contextvars(correlation_id=request.state.correlation_id)
+        try:
+            response = await call_next(request)
+        finally:
+            structlog.contextvars.unbind_contextvars("correlation_id")
+        response.headers[CORRELATION_HEADER] = request.state.correlation_id
+        return response
+
+    return app

@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+from pydantic import Field
+
+from prequal_shared.config import CommonSettings
+
+
+class ApiSettings(CommonSettings):
+    api_host: str = Field(default="127.0.0.1", description="Interface the API listens on.")
+    api_port: int = Field(default=8000, ge=1, le=65535, description="Port the API listens on.")
+    api_workers: int = Field(default=1, ge=1, le=32, description="uvicorn worker processes.")
+    outbox_sweep_interval_s: float = Field(
+        default=2.0, gt=0, description="How often the relay looks for events left unpublished."
+    )
+    outbox_batch_size: int = Field(
+        default=500, ge=1, le=10000, description="Outbox events published per relay round."
+    )

@@ -1,0 +1,190 @@
+"""The consume loop both consumers share.
+
+Per message: parse and handle it in one unit of work; a permanent failure goes to the DLQ
+at once; a transient one is retried with capped exponential backoff and jitter (tenacity),
+and if it persists the consumer seeks back, pauses its partitions and tries again later,
+so the offset is never committed past a message that has not been handled. Offsets are
+committed after each batch, only for messages whose work is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
+from tenacity import (
+    AsyncRetrying,
+    RetryError,
+    retry_if_exception,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+from prequal_shared.errors import PermanentError, RetryLaterError, is_transient
+from prequal_shared.events import HEADER_CORRELATION_ID, header
+from prequal_shared.kafka import DeadLetterPublisher
+
+Record = ConsumerRecord[bytes, bytes]
+Handler = Callable[[Record], Awaitable[None]]
+
+log = structlog.stdlib.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    initial_s: float = 0.1
+    max_s: float = 5.0
+    budget_s: float = 10.0
+    """How long to retry in place before pausing the partitions and polling on."""
+    pause_s: float = 5.0
+    unexpected_attempts: int = 5
+    """An unclassified exception (a bug?) is retried this many times, then dead-lettered."""
+
+
+class ConsumerLoop:
+    def __init__(
+        self,
+        *,
+        consumer: AIOKafkaConsumer,
+        handler: Handler,
+        dead_letters: DeadLetterPublisher,
+        policy: RetryPolicy | None = None,
+        max_records: int = 200,
+        on_processed: Callable[[Record, str], None] | None = None,
+    ) -> None:
+        self._consumer = consumer
+        self._handler = handler
+        self._dead_letters = dead_letters
+        self._policy = policy or RetryPolicy()
+        self._max_records = max_records
+        self._on_processed = on_processed
+        self._resume_at: float | None = None
+        self._unexpected: dict[tuple[str, int, int], int] = {}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until `stop` is set; the batch in hand is finished and committed first."""
+        while not stop.is_set():
+            if self._resume_at is not None and time.monotonic() >= self._resume_at:
+                self._resume()
+            batches = await self._consumer.getmany(timeout_ms=500, max_records=self._max_records)
+            if not batches:
+                continue
+            done: dict[TopicPartition, int] = {}
+            failed = False
+            for tp, records in batches.items():
+                if failed:
+                    self._consumer.seek(tp, records[0].offset)
+                    continue
+                for record in records:
+                    if await self._process(record):
+                        done[tp] = record.offset + 1
+                    else:
+                        self._consumer.seek(tp, record.offset)
+                        failed = True
+                        break
+            await self._commit(done)
+        log.info("consumer stopping")
+
+    async def _process(self, record: Record) -> bool:
+        """Handle one message; False means 'not handled, try again later'."""
+        structlog.contextvars.bind_contextvars(
+            correlation_id=header(record.headers, HEADER_CORRELATION_ID),
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+        )
+        try:
+            try:
+                async for attempt in AsyncRetrying(
+                    retry=retry_if_exception(
+                        lambda exc: is_transient(exc) and not isinstance(exc, RetryLaterError)
+                    ),
+                    wait=wait_exponential_jitter(
+                        initial=self._policy.initial_s, max=self._policy.max_s
+                    ),
+                    stop=stop_after_delay(self._policy.budget_s),
+                    reraise=True,
+                ):
+                    with attempt:
+                        await self._handler(record)
+            except PermanentError as exc:
+                return await self._dead_letter(record, exc)
+            except RetryLaterError as exc:
+                log.warning("dependency unavailable, pausing", error=str(exc), retry_after=exc.retry_after)
+                self._pause(exc.retry_after)
+                return False
+            except RetryError as exc:  # pragma: no cover - reraise=True makes this unreachable
+                log.warning("retries exhausted", error=str(exc))
+                self._pause(self._policy.pause_s)
+                return False
+            except Exception as exc:
+                if is_transient(exc):
+                    log.warning("transient failure persists, pausing", error=repr(exc))
+                    self._pause(self._policy.pause_s)
+                    return False
+                key = (record.topic, record.partition, record.offset)
+                self._unexpected[key] = self._unexpected.get(key, 0) + 1
+                log.exception("unexpected failure", attempt=self._unexpected[key])
+                if self._unexpected[key] >= self._policy.unexpected_attempts:
+                    del self._unexpected[key]
+                    return await self._dead_letter(record, exc)
+                self._pause(self._policy.initial_s * 2 ** self._unexpected[key])
+                return False
+            if self._on_processed:
+                self._on_processed(record, "processed")
+            return True
+        finally:
+            structlog.contextvars.unbind_contextvars(
+                "correlation_id", "topic", "partition", "offset", "application_id", "pan"
+            )
+
+    async def _dead_letter(self, record: Record, error: BaseException) -> bool:
+        try:
+            await self._dead_letters.publish(record, error)
+        except Exception as exc:
+            log.warning("dead-letter publish failed, will retry", error=repr(exc))
+            self._pause(self._policy.pause_s)
+            return False
+        log.warning("message dead-lettered", error=str(error), error_type=type(error).__name__)
+        if self._on_processed:
+            self._on_processed(record, "dead_lettered")
+        return True
+
+    def _pause(self, seconds: float) -> None:
+        partitions = self._consumer.assignment()
+        if partitions:
+            self._consumer.pause(*partitions)
+        self._resume_at = time.monotonic() + max(seconds, 0.05)
+
+    def _resume(self) -> None:
+        paused = self._consumer.paused()
+        if paused:
+            self._consumer.resume(*paused)
+        self._resume_at = None
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit(
+                {tp: OffsetAndMetadata(offset, "") for tp, offset in offsets.items()}
+            )
+        except KafkaError as exc:
+            # The work is durable and idempotent: a redelivered message is recognised and skipped.
+            log.warning("offset commit failed; messages may be redelivered", error=repr(exc))
+
+
+async def run_until_stopped(
+    loop: ConsumerLoop, stop: asyncio.Event, *, consumer: AIOKafkaConsumer
+) -> None:
+    """Run the loop, then close the consumer whatever happened."""
+    try:
+        await loop.run(stop)
+    finally:
+        await consumer.stop()

@@ -1,0 +1,109 @@
+"""Event schemas, one per topic, inside a common envelope. Amounts travel as decimal strings."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, ValidationError
+
+from prequal_shared.domain import PAN_PATTERN, LoanType
+from prequal_shared.errors import PoisonMessageError
+
+Money = Annotated[
+    Decimal,
+    Field(gt=0, max_digits=12, decimal_places=2, allow_inf_nan=False),
+    PlainSerializer(lambda value: format(value, "f"), return_type=str, when_used="json"),
+]
+
+HEADER_CORRELATION_ID = "correlation_id"
+HEADER_EVENT_ID = "event_id"
+HEADER_EVENT_TYPE = "event_type"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ApplicationSubmitted(_Frozen):
+    application_id: uuid.UUID
+    pan_number: Annotated[str, Field(pattern=PAN_PATTERN)]
+    applicant_name: str | None = None
+    monthly_income_inr: Money
+    loan_amount_inr: Money
+    loan_type: LoanType | None = None
+
+
+class CreditReportGenerated(_Frozen):
+    application_id: uuid.UUID
+    cibil_score: Annotated[int, Field(ge=300, le=900)]
+    monthly_income_inr: Money
+    loan_amount_inr: Money
+    loan_type: LoanType | None = None
+
+
+PayloadT = TypeVar("PayloadT", bound=_Frozen)
+
+
+class Envelope(_Frozen, Generic[PayloadT]):
+    event_id: uuid.UUID
+    event_type: str
+    schema_version: int = 1
+    occurred_at: datetime
+    correlation_id: str
+    payload: PayloadT
+
+
+class ApplicationSubmittedEvent(Envelope[ApplicationSubmitted]):
+    event_type: Literal["loan_application_submitted"] = "loan_application_submitted"
+
+
+class CreditReportGeneratedEvent(Envelope[CreditReportGenerated]):
+    event_type: Literal["credit_report_generated"] = "credit_report_generated"
+
+
+EventT = TypeVar("EventT", bound=Envelope[Any])
+
+
+def new_event_fields(*, correlation_id: str, event_id: uuid.UUID | None = None) -> dict[str, Any]:
+    return {
+        "event_id": event_id or uuid.uuid4(),
+        "occurred_at": datetime.now(UTC),
+        "correlation_id": correlation_id,
+    }
+
+
+def encode(event: Envelope[Any]) -> bytes:
+    return event.model_dump_json().encode()
+
+
+def decode(model: type[EventT], raw: bytes | None) -> EventT:
+    """Parse a message value; anything unparseable is a poison message."""
+    if raw is None:
+        msg = "empty message value"
+        raise PoisonMessageError(msg)
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        errors = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}"
+            for err in exc.errors(include_input=False, include_url=False)
+        )
+        raise PoisonMessageError(f"{model.__name__} rejected: {errors}") from exc
+
+
+def headers_for(event: Envelope[Any]) -> list[tuple[str, bytes]]:
+    return [
+        (HEADER_EVENT_ID, str(event.event_id).encode()),
+        (HEADER_EVENT_TYPE, event.event_type.encode()),
+        (HEADER_CORRELATION_ID, event.correlation_id.encode()),
+    ]
+
+
+def header(headers: Any, name: str) -> str | None:
+    for key, value in headers or ():
+        if key == name and value is not None:
+            return bytes(value).decode(errors="replace")
+    return None

@@ -1,0 +1,104 @@
+"""Kafka clients made from settings, and the dead-letter publisher. Nothing connects on import."""
+
+from __future__ import annotations
+
+import ssl
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
+
+from prequal_shared.config import CommonSettings
+
+DLQ_ERROR = "dlq_error"
+DLQ_ERROR_TYPE = "dlq_error_type"
+DLQ_SOURCE_TOPIC = "dlq_source_topic"
+DLQ_SOURCE_PARTITION = "dlq_source_partition"
+DLQ_SOURCE_OFFSET = "dlq_source_offset"
+DLQ_FAILED_AT = "dlq_failed_at"
+DLQ_CONSUMER = "dlq_consumer"
+DLQ_HEADERS = (
+    DLQ_ERROR,
+    DLQ_ERROR_TYPE,
+    DLQ_SOURCE_TOPIC,
+    DLQ_SOURCE_PARTITION,
+    DLQ_SOURCE_OFFSET,
+    DLQ_FAILED_AT,
+    DLQ_CONSUMER,
+)
+
+
+def security_options(settings: CommonSettings) -> dict[str, Any]:
+    """SASL/SSL options for a multi-broker or managed cluster; empty for local PLAINTEXT."""
+    options: dict[str, Any] = {"security_protocol": settings.kafka_security_protocol}
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = ssl.create_default_context(cafile=settings.kafka_ssl_cafile)
+    if settings.kafka_security_protocol.startswith("SASL"):
+        options["sasl_mechanism"] = settings.kafka_sasl_mechanism or "PLAIN"
+        options["sasl_plain_username"] = settings.kafka_sasl_username
+        options["sasl_plain_password"] = (
+            settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else None
+        )
+    return options
+
+
+def create_producer(
+    settings: CommonSettings, *, client_id: str, linger_ms: int = 5
+) -> AIOKafkaProducer:
+    """An idempotent producer that only counts a message as sent once all replicas have it."""
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=linger_ms,
+        request_timeout_ms=15000,
+        retry_backoff_ms=200,
+        **security_options(settings),
+    )
+
+
+def create_consumer(
+    settings: CommonSettings, *topics: str, group_id: str, client_id: str
+) -> AIOKafkaConsumer:
+    """A group consumer with manual commits: the offset moves only after the work is durable."""
+    return AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=group_id,
+        client_id=client_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        max_poll_interval_ms=300000,
+        session_timeout_ms=10000,
+        heartbeat_interval_ms=3000,
+        retry_backoff_ms=200,
+        **security_options(settings),
+    )
+
+
+class DeadLetterPublisher:
+    """Sends a message that can never succeed to the DLQ, untouched, with why and where from."""
+
+    def __init__(self, *, producer: AIOKafkaProducer, topic: str, consumer_name: str) -> None:
+        self._producer = producer
+        self._topic = topic
+        self._consumer_name = consumer_name
+
+    async def publish(self, record: ConsumerRecord[bytes, bytes], error: BaseException) -> None:
+        original = [(k, v) for k, v in (record.headers or ()) if k not in DLQ_HEADERS]
+        headers = [
+            *original,
+            (DLQ_ERROR, str(error)[:2000].encode()),
+            (DLQ_ERROR_TYPE, type(error).__name__.encode()),
+            (DLQ_SOURCE_TOPIC, record.topic.encode()),
+            (DLQ_SOURCE_PARTITION, str(record.partition).encode()),
+            (DLQ_SOURCE_OFFSET, str(record.offset).encode()),
+            (DLQ_FAILED_AT, datetime.now(UTC).isoformat().encode()),
+            (DLQ_CONSUMER, self._consumer_name.encode()),
+        ]
+        await self._producer.send_and_wait(
+            self._topic, value=record.value, key=record.key, headers=headers
+        )

@@ -1,0 +1,2 @@
+class StackError(Exception):
+    """Something the user must fix; the message says what."""

@@ -1,0 +1,187 @@
+"""A private PostgreSQL cluster under the state folder, from the machine's server binaries."""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import os
+import pwd
+import shutil
+import subprocess
+from pathlib import Path
+
+import asyncpg
+
+from prequal_devstack.config import DB_NAME, DB_USER, StackConfig
+from prequal_devstack.errors import StackError
+from prequal_devstack.procs import kill, pid_alive, port_open, tail, wait_until
+
+OS_USER_CANDIDATES = ("postgres", "prequal")
+
+
+def find_bindir() -> Path:
+    if configured := os.environ.get("DEVSTACK_PG_BINDIR"):
+        return Path(configured)
+    candidates = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name), reverse=True
+    )
+    for candidate in candidates:
+        if (Path(candidate) / "postgres").exists():
+            return Path(candidate)
+    initdb = shutil.which("initdb")
+    if initdb:
+        return Path(initdb).resolve().parent
+    msg = (
+        "PostgreSQL server binaries not found: install them with `apt-get install -y postgresql` "
+        "(or set DEVSTACK_PG_BINDIR to the folder holding initdb and pg_ctl)"
+    )
+    raise StackError(msg)
+
+
+class Postgres:
+    name = "postgres"
+
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.home = config.state / "postgres"
+        self.data = self.home / "data"
+        self.log_file = config.state / "logs" / "postgres.log"
+
+    @property
+    def port(self) -> int:
+        return self.config.pg_port
+
+    def _os_user(self) -> str | None:
+        """initdb refuses to run as root: as root, run the cluster as a dedicated user."""
+        if os.geteuid() != 0:
+            return None
+        for candidate in OS_USER_CANDIDATES:
+            try:
+                pwd.getpwnam(candidate)
+            except KeyError:
+                continue
+            return candidate
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "prequal"],
+            check=True,
+        )
+        return "prequal"
+
+    def _run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            list(argv), user=self._os_user(), capture_output=True, text=True, check=check, cwd="/"
+        )
+
+    def pid(self) -> int | None:
+        try:
+            pid = int((self.data / "postmaster.pid").read_text().splitlines()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid if pid_alive(pid) else None
+
+    def _init(self) -> None:
+        bindir = find_bindir()
+        self.home.mkdir(parents=True, exist_ok=True)
+        user = self._os_user()
+        if user:
+            shutil.chown(self.home, user)
+            # The cluster's user must reach the state folder through its parents.
+            for parent in self.home.parents:
+                if parent == Path("/"):
+                    break
+                mode = parent.stat().st_mode
+                if not mode & 0o001:
+                    parent.chmod(mode | 0o001)
+        result = self._run(
+            str(bindir / "initdb"),
+            "-D", str(self.data),
+            "-U", DB_USER,
+            "-A", "trust",
+            "-E", "UTF8",
+            "--locale=C",
+            check=False,
+        )
+        if result.returncode != 0:
+            raise StackError(f"initdb failed:\n{result.stdout}\n{result.stderr}")
+        with (self.data / "postgresql.conf").open("a") as conf:
+            conf.write(
+                "\n# prequal devstack\n"
+                "listen_addresses = '127.0.0.1'\n"
+                f"unix_socket_directories = '{self.home}'\n"
+                "max_connections = 300\n"
+                "shared_buffers = 256MB\n"
+                "log_min_messages = warning\n"
+                "log_min_error_statement = panic\n"
+            )
+
+    def start(self) -> None:
+        if self.pid():
+            return
+        if port_open(self.port):
+            msg = (
+                f"port {self.port} is taken by another program, so the stack's PostgreSQL cannot "
+                "start: stop that program or set DEVSTACK_PG_PORT to a free port"
+            )
+            raise StackError(msg)
+        if not (self.data / "PG_VERSION").exists():
+            self._init()
+        bindir = find_bindir()
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        user = self._os_user()
+        if user:
+            shutil.chown(self.log_file.parent, user)
+            self.log_file.touch()
+            shutil.chown(self.log_file, user)
+        result = self._run(
+            str(bindir / "pg_ctl"),
+            "-D", str(self.data),
+            "-o", f"-p {self.port}",
+            "-l", str(self.log_file),
+            "-w", "-t", "60",
+            "start",
+            check=False,
+        )
+        if result.returncode != 0:
+            raise StackError(
+                f"PostgreSQL did not start:\n{result.stdout}{result.stderr}\n{tail(self.log_file)}"
+            )
+        asyncio.run(self._ensure_database())
+
+    async def _ensure_database(self) -> None:
+        conn = await asyncpg.connect(
+            host="127.0.0.1", port=self.port, user=DB_USER, database="postgres", timeout=10
+        )
+        try:
+            exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DB_NAME)
+            if not exists:
+                await conn.execute(f'CREATE DATABASE "{DB_NAME}"')
+        finally:
+            await conn.close()
+
+    def stop(self) -> None:
+        if not self.pid():
+            return
+        self._run(str(find_bindir() / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop", check=False)
+        pid = self.pid()
+        if pid:
+            kill(pid)
+
+    def kill(self) -> None:
+        pid = self.pid()
+        if pid:
+            kill(pid)
+            # Backends notice the postmaster is gone and exit; wait for the port to close.
+            wait_until(lambda: not port_open(self.port), timeout_s=10)
+
+    def healthy(self) -> bool:
+        async def probe() -> bool:
+            try:
+                conn = await asyncpg.connect(
+                    host="127.0.0.1", port=self.port, user=DB_USER, database=DB_NAME, timeout=2
+                )
+            except (OSError, asyncpg.PostgresError, TimeoutError):
+                return False
+            await conn.close()
+            return True
+
+        return asyncio.run(probe())
