@@ -8,8 +8,9 @@ Create Date: 2026-11-28
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from alembic import op
 from sqlalchemy.dialects import postgresql
+
+from alembic import op
 
 revision: str = "0001"
 down_revision: str | None = None
@@ -28,18 +29,25 @@ def upgrade() -> None:
         sa.Column("loan_type", sa.String(16), nullable=True),
         sa.Column("status", sa.String(16), nullable=False, server_default="PENDING"),
         sa.Column("cibil_score", sa.Integer(), nullable=True),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
-        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+        sa.Column(
+            "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
+        sa.Column(
+            "updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
         sa.CheckConstraint("monthly_income_inr > 0", name="income_positive"),
         sa.CheckConstraint("loan_amount_inr > 0", name="loan_positive"),
         sa.CheckConstraint(
             "status IN ('PENDING', 'PRE_APPROVED', 'REJECTED', 'MANUAL_REVIEW')", name="status"
         ),
         sa.CheckConstraint(
-            "loan_type IS NULL OR loan_type IN ('PERSONAL', 'HOME', 'AUTO', 'EDUCATION', 'BUSINESS')",
+            "loan_type IS NULL OR "
+            "loan_type IN ('PERSONAL', 'HOME', 'AUTO', 'EDUCATION', 'BUSINESS')",
             name="loan_type",
         ),
-        sa.CheckConstraint("cibil_score IS NULL OR cibil_score BETWEEN 300 AND 900", name="cibil_score"),
+        sa.CheckConstraint(
+            "cibil_score IS NULL OR cibil_score BETWEEN 300 AND 900", name="cibil_score"
+        ),
     )
     op.create_index("ix_applications_pan_number", "applications", ["pan_number"])
     op.create_index("ix_applications_status", "applications", ["status"])

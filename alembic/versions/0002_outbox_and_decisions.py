@@ -8,8 +8,9 @@ Create Date: 2026-11-28
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from alembic import op
 from sqlalchemy.dialects import postgresql
+
+from alembic import op
 
 revision: str = "0002"
 down_revision: str | None = "0001"
@@ -25,7 +26,9 @@ def upgrade() -> None:
         sa.Column("message_key", sa.LargeBinary(), nullable=False),
         sa.Column("payload", sa.LargeBinary(), nullable=False),
         sa.Column("headers", postgresql.JSONB(), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+        sa.Column(
+            "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
         sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
     )
     op.create_index(
@@ -38,7 +41,9 @@ def upgrade() -> None:
         "processed_events",
         sa.Column("consumer", sa.String(64), nullable=False),
         sa.Column("event_id", postgresql.UUID(as_uuid=True), nullable=False),
-        sa.Column("processed_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+        sa.Column(
+            "processed_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
         sa.PrimaryKeyConstraint("consumer", "event_id"),
     )
     op.create_table(
@@ -52,7 +57,9 @@ def upgrade() -> None:
         sa.Column("event_id", postgresql.UUID(as_uuid=True), nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("cibil_score", sa.Integer(), nullable=False),
-        sa.Column("decided_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+        sa.Column(
+            "decided_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
     )
 
 

@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -30,7 +31,7 @@ from prequal_shared.errors import PermanentError, RetryLaterError, is_transient
 from prequal_shared.events import HEADER_CORRELATION_ID, header
 from prequal_shared.kafka import DeadLetterPublisher
 
-Record = ConsumerRecord[bytes, bytes]
+Record: TypeAlias = ConsumerRecord[bytes, bytes]
 Handler = Callable[[Record], Awaitable[None]]
 
 log = structlog.stdlib.get_logger(__name__)
@@ -106,7 +107,9 @@ class ConsumerLoop:
                         lambda exc: is_transient(exc) and not isinstance(exc, RetryLaterError)
                     ),
                     wait=wait_exponential_jitter(
-                        initial=self._policy.initial_s, max=self._policy.max_s
+                        multiplier=self._policy.initial_s,
+                        max=self._policy.max_s,
+                        jitter=self._policy.initial_s,
                     ),
                     stop=stop_after_delay(self._policy.budget_s),
                     reraise=True,
@@ -116,7 +119,9 @@ class ConsumerLoop:
             except PermanentError as exc:
                 return await self._dead_letter(record, exc)
             except RetryLaterError as exc:
-                log.warning("dependency unavailable, pausing", error=str(exc), retry_after=exc.retry_after)
+                log.warning(
+                    "dependency unavailable, pausing", error=str(exc), retry_after=exc.retry_after
+                )
                 self._pause(exc.retry_after)
                 return False
             except RetryError as exc:  # pragma: no cover - reraise=True makes this unreachable

@@ -1,5 +1,9 @@
 """The error hierarchy every service uses to decide between retry, dead-letter and HTTP status."""
 
+import asyncpg
+from aiokafka.errors import KafkaError
+from sqlalchemy import exc as sa_exc
+
 
 class PrequalError(Exception):
     """Base of the project's own errors."""
@@ -35,11 +39,6 @@ class RetryLaterError(TransientError):
 
 def is_transient(exc: BaseException) -> bool:
     """True for failures of infrastructure that may heal by themselves (retry, never DLQ)."""
-    # Imported here so that this module stays importable without the drivers.
-    import asyncpg
-    from aiokafka.errors import KafkaError
-    from sqlalchemy import exc as sa_exc
-
     if isinstance(exc, TransientError | OSError | TimeoutError | KafkaError):
         return True
     if isinstance(exc, sa_exc.DBAPIError):
@@ -56,7 +55,8 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, sa_exc.TimeoutError | sa_exc.DisconnectionError):
         return True
     return isinstance(
-        exc, asyncpg.PostgresConnectionError | asyncpg.CannotConnectNowError | asyncpg.InterfaceError
+        exc,
+        asyncpg.PostgresConnectionError | asyncpg.CannotConnectNowError | asyncpg.InterfaceError,
     )
 
 

@@ -45,7 +45,8 @@ class Application(Base):
             "status IN ('PENDING', 'PRE_APPROVED', 'REJECTED', 'MANUAL_REVIEW')", name="status"
         ),
         CheckConstraint(
-            "loan_type IS NULL OR loan_type IN ('PERSONAL', 'HOME', 'AUTO', 'EDUCATION', 'BUSINESS')",
+            "loan_type IS NULL OR "
+            "loan_type IN ('PERSONAL', 'HOME', 'AUTO', 'EDUCATION', 'BUSINESS')",
             name="loan_type",
         ),
         CheckConstraint(

@@ -43,5 +43,7 @@ def ops_server(*, port: int, host: str, is_healthy: Callable[[], bool]) -> uvico
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     app = Starlette(routes=[Route("/health", health), Route("/metrics", metrics)])
-    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off")
+    config = uvicorn.Config(
+        app, host=host, port=port, log_config=None, access_log=False, lifespan="off"
+    )
     return _EmbeddedServer(config)

@@ -1,8 +1,7 @@
 from __future__ import annotations
 
-from pydantic import Field
-
 from prequal_shared.config import CommonSettings
+from pydantic import Field
 
 
 class CreditSettings(CommonSettings):
@@ -10,6 +9,11 @@ class CreditSettings(CommonSettings):
         default="credit-service", description="Kafka consumer group of the credit service."
     )
     credit_ops_port: int = Field(
-        default=8101, ge=0, le=65535, description="Port of the credit service's /health and /metrics."
+        default=8101,
+        ge=0,
+        le=65535,
+        description="Port of the credit service's /health and /metrics.",
     )
-    ops_host: str = Field(default="127.0.0.1", description="Interface the consumers' ops port binds.")
+    ops_host: str = Field(
+        default="127.0.0.1", description="Interface the consumers' ops port binds."
+    )

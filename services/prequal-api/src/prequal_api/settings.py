@@ -1,8 +1,7 @@
 from __future__ import annotations
 
-from pydantic import Field
-
 from prequal_shared.config import CommonSettings
+from pydantic import Field
 
 
 class ApiSettings(CommonSettings):

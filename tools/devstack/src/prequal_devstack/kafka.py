@@ -63,7 +63,9 @@ def java_major() -> int:
     if major == 1 and match.group(2):
         major = int(match.group(2))
     if major < 17:
-        raise StackError(f"Java 17+ not found (found Java {major}): install openjdk-17-jre-headless")
+        raise StackError(
+            f"Java 17+ not found (found Java {major}): install openjdk-17-jre-headless"
+        )
     return major
 
 
@@ -96,31 +98,49 @@ class Kafka:
                 "Maven not found, and it is needed once to fetch the Kafka jars: "
                 "install it with `apt-get install -y maven`"
             )
-        print(f"fetching Apache Kafka {KAFKA_VERSION} jars from Maven Central (once)...", flush=True)
+        print(
+            f"fetching Apache Kafka {KAFKA_VERSION} jars from Maven Central (once)...", flush=True
+        )
         started = time.monotonic()
         self.lib.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory() as workdir:
             (Path(workdir) / "pom.xml").write_text(POM)
             result = subprocess.run(
                 [
-                    mvn, "-B", "-q",
+                    mvn,
+                    "-B",
+                    "-q",
                     f"{DEPENDENCY_PLUGIN}:copy-dependencies",
                     "-DincludeScope=runtime",
                     f"-DoutputDirectory={self.lib}",
                 ],
-                cwd=workdir, capture_output=True, text=True, check=False,
+                cwd=workdir,
+                capture_output=True,
+                text=True,
+                check=False,
             )
         if result.returncode != 0:
-            raise StackError(f"fetching the Kafka jars failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+            raise StackError(
+                f"fetching the Kafka jars failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+            )
         marker.write_text(KAFKA_VERSION)
-        print(f"  {len(list(self.lib.glob('*.jar')))} jars in {time.monotonic() - started:.1f}s", flush=True)
+        print(
+            f"  {len(list(self.lib.glob('*.jar')))} jars in {time.monotonic() - started:.1f}s",
+            flush=True,
+        )
         return self.lib
 
     def _java(self, main: str, *args: str, heap: str = "-Xmx128m") -> list[str]:
         return [
-            "java", heap, "-XX:+UseSerialGC", "-Djava.awt.headless=true",
+            "java",
+            heap,
+            "-XX:+UseSerialGC",
+            "-Djava.awt.headless=true",
             f"-Dlog4j.configuration=file:{self.home / 'log4j.properties'}",
-            "-cp", f"{self.lib}/*", main, *args,
+            "-cp",
+            f"{self.lib}/*",
+            main,
+            *args,
         ]
 
     def _configure(self) -> Path:
@@ -159,13 +179,22 @@ class Kafka:
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             result = subprocess.run(
                 self._java(
-                    "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props),
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "-t",
+                    cluster_id,
+                    "-c",
+                    str(props),
                     "--ignore-formatted",
                 ),
-                capture_output=True, text=True, check=False,
+                capture_output=True,
+                text=True,
+                check=False,
             )
             if result.returncode != 0:
-                raise StackError(f"formatting Kafka's storage failed:\n{result.stdout}{result.stderr}")
+                raise StackError(
+                    f"formatting Kafka's storage failed:\n{result.stdout}{result.stderr}"
+                )
         return props
 
     def start(self) -> None:
@@ -182,11 +211,19 @@ class Kafka:
         props = self._configure()
         spawn(
             [
-                "java", "-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
-                "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true",
+                "java",
+                "-Xms256m",
+                "-Xmx512m",
+                "-XX:+UseG1GC",
+                "-XX:MaxGCPauseMillis=20",
+                "-XX:+ExitOnOutOfMemoryError",
+                "-Djava.awt.headless=true",
                 f"-Dlog4j.configuration=file:{self.home / 'log4j.properties'}",
                 f"-Dkafka.logs.dir={self.home / 'logs'}",
-                "-cp", f"{self.lib}/*", "kafka.Kafka", str(props),
+                "-cp",
+                f"{self.lib}/*",
+                "kafka.Kafka",
+                str(props),
             ],
             log_file=self.log_file,
             pid_file=self.pid_file,
@@ -201,7 +238,9 @@ class Kafka:
             if asyncio.run(kafka_answers(bootstrap)):
                 return
             time.sleep(0.3)
-        raise StackError(f"Kafka did not answer within {timeout_s:.0f}s:\n{tail(self.log_file, 30)}")
+        raise StackError(
+            f"Kafka did not answer within {timeout_s:.0f}s:\n{tail(self.log_file, 30)}"
+        )
 
     def stop(self) -> None:
         pid = self.pid()
@@ -229,7 +268,9 @@ async def kafka_answers(bootstrap: str) -> bool:
     return True
 
 
-async def ensure_topics(bootstrap: str, *, partitions: int, topics: tuple[str, ...] = TOPICS) -> list[str]:
+async def ensure_topics(
+    bootstrap: str, *, partitions: int, topics: tuple[str, ...] = TOPICS
+) -> list[str]:
     """Create the topics that are missing; returns the ones created."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
     await admin.start()
@@ -238,7 +279,10 @@ async def ensure_topics(bootstrap: str, *, partitions: int, topics: tuple[str, .
         missing = [topic for topic in topics if topic not in existing]
         if missing:
             await admin.create_topics(
-                [NewTopic(name=topic, num_partitions=partitions, replication_factor=1) for topic in missing]
+                [
+                    NewTopic(name=topic, num_partitions=partitions, replication_factor=1)
+                    for topic in missing
+                ]
             )
         return missing
     finally:

@@ -94,10 +94,14 @@ class Postgres:
                     parent.chmod(mode | 0o001)
         result = self._run(
             str(bindir / "initdb"),
-            "-D", str(self.data),
-            "-U", DB_USER,
-            "-A", "trust",
-            "-E", "UTF8",
+            "-D",
+            str(self.data),
+            "-U",
+            DB_USER,
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
             "--locale=C",
             check=False,
         )
@@ -134,10 +138,15 @@ class Postgres:
             shutil.chown(self.log_file, user)
         result = self._run(
             str(bindir / "pg_ctl"),
-            "-D", str(self.data),
-            "-o", f"-p {self.port}",
-            "-l", str(self.log_file),
-            "-w", "-t", "60",
+            "-D",
+            str(self.data),
+            "-o",
+            f"-p {self.port}",
+            "-l",
+            str(self.log_file),
+            "-w",
+            "-t",
+            "60",
             "start",
             check=False,
         )
@@ -161,7 +170,16 @@ class Postgres:
     def stop(self) -> None:
         if not self.pid():
             return
-        self._run(str(find_bindir() / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop", check=False)
+        self._run(
+            str(find_bindir() / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-m",
+            "fast",
+            "-w",
+            "stop",
+            check=False,
+        )
         pid = self.pid()
         if pid:
             kill(pid)

@@ -59,7 +59,15 @@ class Stack:
 
     def migrate(self) -> None:
         result = subprocess.run(
-            [sys.executable, "-m", "alembic", "-c", str(self.config.root / "alembic.ini"), "upgrade", "head"],
+            [
+                sys.executable,
+                "-m",
+                "alembic",
+                "-c",
+                str(self.config.root / "alembic.ini"),
+                "upgrade",
+                "head",
+            ],
             cwd=self.config.root,
             env=Service(self.config, SPECS["prequal-api"]).env(),
             capture_output=True,
@@ -156,12 +164,16 @@ class Stack:
             rows.append(Row("kafka", "external", None, None, "-"))
         else:
             pid = self.kafka.pid()
-            health = "ok" if pid and asyncio.run(kafka_answers(cfg.kafka_bootstrap_servers)) else "down"
+            health = (
+                "ok" if pid and asyncio.run(kafka_answers(cfg.kafka_bootstrap_servers)) else "down"
+            )
             rows.append(Row("kafka", "running" if pid else "stopped", pid, cfg.kafka_port, health))
         for service in self.services():
             pid = service.pid()
             health = "ok" if pid and service.healthy() else "down"
-            rows.append(Row(service.name, "running" if pid else "stopped", pid, service.port, health))
+            rows.append(
+                Row(service.name, "running" if pid else "stopped", pid, service.port, health)
+            )
         return rows
 
 

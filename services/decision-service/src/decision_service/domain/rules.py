@@ -10,7 +10,9 @@ MIN_SCORE = 650
 TENURE_MONTHS = 48
 
 
-def decide(*, cibil_score: int, monthly_income_inr: Decimal, loan_amount_inr: Decimal) -> ApplicationStatus:
+def decide(
+    *, cibil_score: int, monthly_income_inr: Decimal, loan_amount_inr: Decimal
+) -> ApplicationStatus:
     """REJECTED below 650; at 650+ PRE_APPROVED when income > loan / 48, else MANUAL_REVIEW.
 
     `income > loan / 48` is evaluated as `income * 48 > loan`, which is exact in Decimal

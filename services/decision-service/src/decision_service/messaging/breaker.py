@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pybreaker
-
 from prequal_shared.errors import PermanentError, RetryLaterError
 
 
@@ -24,7 +23,7 @@ def create_breaker(*, fail_max: int, reset_timeout_s: float) -> pybreaker.Circui
 
 
 def seconds_until_retry(breaker: pybreaker.CircuitBreaker) -> float:
-    opened_at = breaker._state_storage.opened_at  # noqa: SLF001 - pybreaker has no public getter
+    opened_at = breaker._state_storage.opened_at
     if opened_at is None:
         return 0.0
     elapsed = (datetime.now(UTC) - opened_at).total_seconds()

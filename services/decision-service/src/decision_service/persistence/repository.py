@@ -5,13 +5,12 @@ from __future__ import annotations
 import uuid
 from enum import StrEnum
 
-from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from prequal_shared.domain import ApplicationStatus
 from prequal_shared.errors import UnknownApplicationError
 from prequal_shared.models import Application, Decision, ProcessedEvent
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
 
 
 class Outcome(StrEnum):
@@ -50,7 +49,9 @@ async def record_decision(
         .returning(Application.id)
     )
     if moved.first() is None:
-        current = await session.scalar(select(Application.status).where(Application.id == application_id))
+        current = await session.scalar(
+            select(Application.status).where(Application.id == application_id)
+        )
         if current is None:
             msg = f"application {application_id} does not exist"
             raise UnknownApplicationError(msg)

@@ -18,12 +18,19 @@ from prequal_api.api.deps import (
     SettingsDep,
     transaction,
 )
-from prequal_api.api.schemas import ApplicationAccepted, ApplicationIn, ApplicationStatusOut, Problem
+from prequal_api.api.schemas import (
+    ApplicationAccepted,
+    ApplicationIn,
+    ApplicationStatusOut,
+    Problem,
+)
 from prequal_api.domain.applications import application_status, submit_application
 
 router = APIRouter(route_class=DecimalJSONRoute)
 
-_UNAVAILABLE = {503: {"model": Problem, "description": "PostgreSQL is unavailable"}}
+_UNAVAILABLE: dict[int | str, dict[str, Any]] = {
+    503: {"model": Problem, "description": "PostgreSQL is unavailable"}
+}
 
 
 @router.post(
@@ -58,7 +65,9 @@ async def create_application(
     responses={404: {"model": Problem, "description": "No such application"}, **_UNAVAILABLE},
     summary="Current status of an application",
 )
-async def get_application_status(application_id: uuid.UUID, sessions: SessionsDep) -> ApplicationStatusOut:
+async def get_application_status(
+    application_id: uuid.UUID, sessions: SessionsDep
+) -> ApplicationStatusOut:
     async with transaction(sessions) as session:
         view = await application_status(session, application_id)
     return ApplicationStatusOut(

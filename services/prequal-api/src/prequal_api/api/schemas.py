@@ -6,10 +6,9 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
-
 from prequal_shared.domain import PAN_PATTERN, ApplicationStatus, LoanType
 from prequal_shared.events import Money
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 
 class ApplicationIn(BaseModel):
@@ -28,10 +27,18 @@ class ApplicationIn(BaseModel):
         },
     )
 
-    pan_number: Annotated[str, Field(pattern=PAN_PATTERN, description="Indian PAN, e.g. ABCDE1234F")]
-    applicant_name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=255)] | None = None
-    monthly_income_inr: Annotated[Money, Field(description="Monthly income in rupees, up to 2 decimals")]
-    loan_amount_inr: Annotated[Money, Field(description="Requested amount in rupees, up to 2 decimals")]
+    pan_number: Annotated[
+        str, Field(pattern=PAN_PATTERN, description="Indian PAN, e.g. ABCDE1234F")
+    ]
+    applicant_name: (
+        Annotated[str, StringConstraints(strip_whitespace=True, max_length=255)] | None
+    ) = None
+    monthly_income_inr: Annotated[
+        Money, Field(description="Monthly income in rupees, up to 2 decimals")
+    ]
+    loan_amount_inr: Annotated[
+        Money, Field(description="Requested amount in rupees, up to 2 decimals")
+    ]
     loan_type: LoanType | None = None
 
 

@@ -14,10 +14,10 @@ import random
 
 import structlog
 from aiokafka import AIOKafkaProducer
+from prequal_shared.errors import is_transient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from prequal_api.persistence import repository
-from prequal_shared.errors import is_transient
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -107,7 +107,9 @@ class OutboxRelay:
         if wake:
             waiters.append(asyncio.ensure_future(self._wake.wait()))
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED), seconds)
+            await asyncio.wait_for(
+                asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED), seconds
+            )
         for waiter in waiters:
             waiter.cancel()
         self._wake.clear()

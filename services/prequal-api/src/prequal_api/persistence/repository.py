@@ -6,11 +6,10 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from prequal_shared.models import Application, OutboxEvent
 from sqlalchemy import select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
-
-from prequal_shared.models import Application, OutboxEvent
 
 
 async def add_application(session: AsyncSession, application: dict[str, Any]) -> None:
@@ -33,7 +32,9 @@ async def add_outbox_event(
     )
 
 
-async def get_status(session: AsyncSession, application_id: uuid.UUID) -> tuple[str, int | None, datetime] | None:
+async def get_status(
+    session: AsyncSession, application_id: uuid.UUID
+) -> tuple[str, int | None, datetime] | None:
     row = (
         await session.execute(
             select(Application.status, Application.cibil_score, Application.updated_at).where(
@@ -65,7 +66,5 @@ async def mark_published(session: AsyncSession, event_ids: list[uuid.UUID]) -> N
 
 
 async def count_unpublished(session: AsyncSession) -> int:
-    result = await session.scalar(
-        text("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-    )
+    result = await session.scalar(text("SELECT count(*) FROM outbox WHERE published_at IS NULL"))
     return int(result or 0)

@@ -1,0 +1,128 @@
+"""The shared consume loop against the real broker, with a handler of our own (a fake is fine)."""
+
+import asyncio
+import uuid
+
+from aiokafka import TopicPartition
+from prequal_devstack.testing import StackInfo, TopicFactory, produce, read_topic
+from prequal_shared.config import CommonSettings
+from prequal_shared.consumer import ConsumerLoop, Record, RetryPolicy
+from prequal_shared.errors import PoisonMessageError, RetryLaterError, TransientError
+from prequal_shared.events import header
+from prequal_shared.kafka import DeadLetterPublisher, create_consumer, create_producer
+
+FAST = RetryPolicy(initial_s=0.01, max_s=0.05, budget_s=0.5, pause_s=0.2)
+
+
+class ScriptedHandler:
+    """Fails as told for given values, records what it handled."""
+
+    def __init__(self, failures: dict[bytes, list[Exception]]) -> None:
+        self.failures = failures
+        self.handled: list[bytes] = []
+        self.attempts: dict[bytes, int] = {}
+
+    async def __call__(self, record: Record) -> None:
+        value = record.value or b""
+        self.attempts[value] = self.attempts.get(value, 0) + 1
+        pending = self.failures.get(value)
+        if pending:
+            raise pending.pop(0)
+        self.handled.append(value)
+
+
+async def run_loop(
+    stack: StackInfo, source: str, dlq: str, handler: ScriptedHandler, *, until: int
+) -> tuple[int | None, str]:
+    settings = CommonSettings(kafka_bootstrap_servers=stack.kafka_bootstrap_servers)
+    group = f"test-{uuid.uuid4().hex[:8]}"
+    consumer = create_consumer(settings, source, group_id=group, client_id="test")
+    producer = create_producer(settings, client_id="test")
+    await producer.start()
+    await consumer.start()
+    stop = asyncio.Event()
+    loop = ConsumerLoop(
+        consumer=consumer,
+        handler=handler,
+        dead_letters=DeadLetterPublisher(producer=producer, topic=dlq, consumer_name="test"),
+        policy=FAST,
+    )
+    task = asyncio.create_task(loop.run(stop))
+    try:
+        async with asyncio.timeout(30):
+            while len(handler.handled) < until:  # noqa: ASYNC110 - polling a fake
+                await asyncio.sleep(0.05)
+        stop.set()
+        await task
+        committed = await consumer.committed(TopicPartition(source, 0))
+    finally:
+        stop.set()
+        await consumer.stop()
+        await producer.stop()
+    return committed, group
+
+
+async def test_poison_goes_to_the_dlq_with_context_and_the_next_message_is_processed(
+    stack: StackInfo, topics: TopicFactory
+) -> None:
+    source, dlq = await topics.create("source"), await topics.create("dlq")
+    await produce(
+        stack.kafka_bootstrap_servers,
+        source,
+        (b"k1", b"good-1", [("correlation_id", b"c-1")]),
+        (b"k2", b"poison", [("correlation_id", b"c-2")]),
+        (b"k3", b"good-2", []),
+    )
+    handler = ScriptedHandler({b"poison": [PoisonMessageError("bad schema: field x")]})
+
+    committed, _ = await run_loop(stack, source, dlq, handler, until=2)
+
+    assert handler.handled == [b"good-1", b"good-2"]
+    assert committed == 3
+    [dead] = await read_topic(stack.kafka_bootstrap_servers, dlq, count=1)
+    assert dead.value == b"poison"
+    assert dead.key == b"k2"
+    assert header(dead.headers, "correlation_id") == "c-2"
+    assert header(dead.headers, "dlq_error") == "bad schema: field x"
+    assert header(dead.headers, "dlq_error_type") == "PoisonMessageError"
+    assert header(dead.headers, "dlq_source_topic") == source
+    assert header(dead.headers, "dlq_source_partition") == "0"
+    assert header(dead.headers, "dlq_source_offset") == "1"
+
+
+async def test_transient_failures_are_retried_in_order_and_never_dead_lettered(
+    stack: StackInfo, topics: TopicFactory
+) -> None:
+    source, dlq = await topics.create("source"), await topics.create("dlq")
+    await produce(
+        stack.kafka_bootstrap_servers, source, (None, b"a", []), (None, b"b", []), (None, b"c", [])
+    )
+    handler = ScriptedHandler(
+        {
+            b"a": [TransientError("db down"), OSError("connection refused")],
+            b"b": [RetryLaterError("circuit open", retry_after=0.3)] * 2,
+        }
+    )
+
+    committed, _ = await run_loop(stack, source, dlq, handler, until=3)
+
+    assert handler.handled == [b"a", b"b", b"c"]
+    assert handler.attempts == {b"a": 3, b"b": 3, b"c": 1}
+    assert committed == 3
+    assert await read_topic(stack.kafka_bootstrap_servers, dlq, count=1, timeout_s=2) == []
+
+
+async def test_an_unexpected_error_is_retried_then_dead_lettered(
+    stack: StackInfo, topics: TopicFactory
+) -> None:
+    source, dlq = await topics.create("source"), await topics.create("dlq")
+    await produce(stack.kafka_bootstrap_servers, source, (None, b"bug", []), (None, b"ok", []))
+    handler = ScriptedHandler({b"bug": [ZeroDivisionError("oops")] * 10})
+
+    committed, _ = await run_loop(stack, source, dlq, handler, until=1)
+
+    assert handler.handled == [b"ok"]
+    assert handler.attempts[b"bug"] == FAST.unexpected_attempts
+    assert committed == 2
+    [dead] = await read_topic(stack.kafka_bootstrap_servers, dlq, count=1)
+    assert header(dead.headers, "dlq_error_type") == "ZeroDivisionError"

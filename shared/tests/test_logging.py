@@ -1,0 +1,25 @@
+import json
+import logging
+
+import pytest
+from prequal_shared.logging import configure_logging, get_logger
+
+
+def test_log_lines_are_json_with_no_full_pan_and_no_secrets(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging(service="test", level="INFO", fmt="json")
+    get_logger("t").info(
+        "applicant ABCDE1234F submitted", pan_number="FGHIJ5678K", sasl_password="hunter2"
+    )
+    logging.getLogger("third.party").warning("raw %s", "KLMNO1234P")
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert len(lines) == 2
+    text = json.dumps(lines)
+    for pan in ("ABCDE1234F", "FGHIJ5678K", "KLMNO1234P"):
+        assert pan not in text
+    assert lines[0]["event"] == "applicant ABCDE***4F submitted"
+    assert lines[0]["pan_number"] == "FGHIJ***8K"
+    assert lines[0]["sasl_password"] == "***"
+    assert lines[0]["service"] == "test"
+    assert lines[1]["event"] == "raw KLMNO***4P"

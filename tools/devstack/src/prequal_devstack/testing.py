@@ -1,0 +1,337 @@
+"""pytest fixtures shared by every test folder: where the servers are, and helpers to use them.
+
+By default the session brings the local stack up (`scripts/devstack up`), or uses
+DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS when they point at running servers. With
+PREQUAL_TEST_BACKEND=testcontainers it starts PostgreSQL and Kafka containers instead (needs a
+Docker engine; untested on the build machines, which have none). Everything after "where are
+the servers" (topics, migrations, the three services) is the same code path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.structs import ConsumerRecord
+from prequal_shared.events import (
+    ApplicationSubmitted,
+    ApplicationSubmittedEvent,
+    CreditReportGenerated,
+    CreditReportGeneratedEvent,
+    Envelope,
+    encode,
+    headers_for,
+    new_event_fields,
+)
+from prequal_shared.models import Application
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from prequal_devstack.config import StackConfig
+from prequal_devstack.stack import Stack
+
+
+@dataclass(frozen=True)
+class StackInfo:
+    stack: Stack
+    database_url: str
+    kafka_bootstrap_servers: str
+    api_url: str
+
+    @property
+    def owns_postgres(self) -> bool:
+        return not self.stack.config.uses_external_postgres
+
+    @property
+    def owns_kafka(self) -> bool:
+        return not self.stack.config.uses_external_kafka
+
+
+@contextlib.contextmanager
+def _testcontainers() -> Iterator[None]:
+    from testcontainers.kafka import KafkaContainer  # noqa: PLC0415 - only with a Docker engine
+    from testcontainers.postgres import PostgresContainer  # noqa: PLC0415
+
+    with (
+        PostgresContainer("postgres:16", driver="asyncpg") as postgres,
+        KafkaContainer("apache/kafka:3.9.1").with_kraft() as kafka,
+    ):
+        os.environ["DATABASE_URL"] = postgres.get_connection_url()
+        os.environ["KAFKA_BOOTSTRAP_SERVERS"] = kafka.get_bootstrap_server()
+        yield
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[StackInfo]:
+    with contextlib.ExitStack() as resources:
+        if os.environ.get("PREQUAL_TEST_BACKEND", "devstack") == "testcontainers":
+            resources.enter_context(_testcontainers())
+        running = Stack(StackConfig())
+        running.up()
+        cfg = running.config
+        yield StackInfo(
+            stack=running,
+            database_url=cfg.database_url,
+            kafka_bootstrap_servers=cfg.kafka_bootstrap_servers,
+            api_url=cfg.api_url,
+        )
+
+
+@pytest.fixture
+def owned_stack(stack: StackInfo) -> StackInfo:
+    """For fault tests: the stack's own PostgreSQL and Kafka, which the test may stop."""
+    if not (stack.owns_postgres and stack.owns_kafka):
+        pytest.fail("fault tests need the devstack's own PostgreSQL and Kafka (unset DATABASE_URL)")
+    return stack
+
+
+@pytest.fixture
+async def engine(stack: StackInfo) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(stack.database_url, pool_size=2, pool_pre_ping=True)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def api(stack: StackInfo) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=stack.api_url, timeout=10) as client:
+        yield client
+
+
+@pytest.fixture
+async def topics(stack: StackInfo) -> AsyncIterator[TopicFactory]:
+    factory = TopicFactory(stack.kafka_bootstrap_servers)
+    yield factory
+    await factory.delete_all()
+
+
+class TopicFactory:
+    """Makes throw-away topics so a test's messages cannot mix with anyone else's."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self.created: list[str] = []
+
+    async def create(self, prefix: str, *, partitions: int = 1) -> str:
+        name = f"test.{prefix}.{uuid.uuid4().hex[:10]}"
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics(
+                [NewTopic(name, num_partitions=partitions, replication_factor=1)]
+            )
+        finally:
+            await admin.close()
+        self.created.append(name)
+        return name
+
+    async def delete_all(self) -> None:
+        if not self.created:
+            return
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        with contextlib.suppress(Exception):
+            await admin.start()
+            await admin.delete_topics(self.created)
+        await admin.close()
+
+
+async def produce(
+    bootstrap: str,
+    topic: str,
+    *messages: tuple[bytes | None, bytes | None, list[tuple[str, bytes]]],
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        for key, value, headers in messages:
+            await producer.send_and_wait(topic, value=value, key=key, headers=headers)
+    finally:
+        await producer.stop()
+
+
+async def read_topic(
+    bootstrap: str, topic: str, *, count: int, timeout_s: float = 30, match: Any = None
+) -> list[Any]:
+    """Read a topic from the beginning until `count` records (that satisfy `match`) arrived."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    found: list[Any] = []
+    try:
+        async with asyncio.timeout(timeout_s):
+            while len(found) < count:
+                batches = await consumer.getmany(timeout_ms=500)
+                for records in batches.values():
+                    found.extend(r for r in records if match is None or match(r))
+    except TimeoutError:
+        pass
+    finally:
+        await consumer.stop()
+    return found
+
+
+async def poll_until(check: Any, *, timeout_s: float = 30, interval_s: float = 0.1) -> Any:
+    """Await `check()` until it returns something truthy; returns it (or the last falsy value)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        result = await check()
+        if result or asyncio.get_running_loop().time() >= deadline:
+            return result
+        await asyncio.sleep(interval_s)
+
+
+class ServiceProcess:
+    """One service started as its own process for a test (own topics, group, ports)."""
+
+    def __init__(self, module: str, env: dict[str, str], log_path: Any) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, "wb")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", module],
+            env={**os.environ, "LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1", **env},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def log_text(self) -> str:
+        return Path(self.log_path).read_text(errors="replace")
+
+    async def wait_for_log(self, needle: str, *, timeout_s: float = 30) -> None:
+        async def seen() -> bool:
+            return needle in self.log_text() or self.process.poll() is not None
+
+        await poll_until(seen, timeout_s=timeout_s)
+        assert needle in self.log_text(), f"{needle!r} not logged:\n{self.log_text()[-3000:]}"
+
+    def terminate(self, *, timeout_s: float = 30) -> int:
+        self.process.terminate()
+        code = self.process.wait(timeout=timeout_s)
+        self._log.close()
+        return code
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self._log.close()
+
+
+@pytest.fixture
+def service_process(tmp_path: Any) -> Iterator[Any]:
+    """Start a service module in its own process: `service_process("credit_service", {...})`."""
+    started: list[ServiceProcess] = []
+
+    def start(module: str, env: dict[str, str]) -> ServiceProcess:
+        process = ServiceProcess(module, env, tmp_path / f"{module}-{len(started)}.log")
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def insert_application(engine: AsyncEngine, **overrides: Any) -> uuid.UUID:
+    """Factory: a PENDING application row, as the API would store it."""
+    values: dict[str, Any] = {
+        "id": uuid.uuid4(),
+        "pan_number": "ABCDE1234F",
+        "applicant_name": "Test Applicant",
+        "monthly_income_inr": Decimal("50000"),
+        "loan_amount_inr": Decimal("200000"),
+        "loan_type": "PERSONAL",
+        "status": "PENDING",
+    } | overrides
+    async with engine.begin() as conn:
+        await conn.execute(insert(Application).values(**values))
+    application_id: uuid.UUID = values["id"]
+    return application_id
+
+
+async def fetch_application(engine: AsyncEngine, application_id: uuid.UUID) -> Any:
+    async with engine.connect() as conn:
+        return (
+            await conn.execute(select(Application).where(Application.id == application_id))
+        ).first()
+
+
+# -- event factories ---------------------------------------------------------------------
+
+
+def report_event(
+    application_id: uuid.UUID, score: int = 790, **payload: Any
+) -> CreditReportGeneratedEvent:
+    fields = {
+        "application_id": application_id,
+        "cibil_score": score,
+        "monthly_income_inr": Decimal("50000"),
+        "loan_amount_inr": Decimal("200000"),
+        "loan_type": "HOME",
+    } | payload
+    return CreditReportGeneratedEvent(
+        payload=CreditReportGenerated.model_validate(fields),
+        **new_event_fields(correlation_id=f"corr-{uuid.uuid4().hex[:6]}"),
+    )
+
+
+def as_message(event: Envelope[Any]) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+    return str(event.payload.application_id).encode(), encode(event), headers_for(event)
+
+
+def as_record(
+    event: Envelope[Any], offset: int = 0, topic: str = "credit_reports_generated"
+) -> ConsumerRecord[bytes, bytes]:
+    key, value, headers = as_message(event)
+    return ConsumerRecord(
+        topic=topic,
+        partition=0,
+        offset=offset,
+        timestamp=0,
+        timestamp_type=0,
+        key=key,
+        value=value,
+        checksum=None,
+        serialized_key_size=len(key),
+        serialized_value_size=len(value),
+        headers=headers,
+    )
+
+
+def application_event(pan: str = "ABCDE1234F", **payload: Any) -> ApplicationSubmittedEvent:
+    fields = {
+        "application_id": uuid.uuid4(),
+        "pan_number": pan,
+        "monthly_income_inr": Decimal("50000"),
+        "loan_amount_inr": Decimal("200000"),
+        "loan_type": "PERSONAL",
+    } | payload
+    return ApplicationSubmittedEvent(
+        payload=ApplicationSubmitted.model_validate(fields),
+        **new_event_fields(correlation_id=f"corr-{uuid.uuid4().hex[:6]}"),
+    )
