@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 from logging.config import fileConfig
 
-from prequal_shared.config import CommonSettings
-from prequal_shared.models import Base
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from alembic import context
+from prequal_shared.config import CommonSettings
+from prequal_shared.models import Base
 
 config = context.config
 if config.config_file_name is not None:

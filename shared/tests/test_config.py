@@ -2,6 +2,7 @@ import subprocess
 import sys
 
 import pytest
+
 from prequal_shared.config import CommonSettings, load_settings
 
 

@@ -4,6 +4,7 @@ import asyncio
 import uuid
 
 from aiokafka import TopicPartition
+
 from prequal_devstack.testing import StackInfo, TopicFactory, produce, read_topic
 from prequal_shared.config import CommonSettings
 from prequal_shared.consumer import ConsumerLoop, Record, RetryPolicy

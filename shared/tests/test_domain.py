@@ -1,4 +1,5 @@
 import pytest
+
 from prequal_shared.domain import ApplicationStatus, mask_pan, redact_pans
 
 

@@ -3,6 +3,7 @@ import uuid
 from decimal import Decimal
 
 import pytest
+
 from prequal_shared.errors import PoisonMessageError
 from prequal_shared.events import (
     ApplicationSubmitted,

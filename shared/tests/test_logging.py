@@ -2,6 +2,7 @@ import json
 import logging
 
 import pytest
+
 from prequal_shared.logging import configure_logging, get_logger
 
 

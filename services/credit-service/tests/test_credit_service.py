@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+
 from credit_service.messaging.handler import credit_report_for
 from prequal_devstack.testing import (
     StackInfo,

@@ -1,6 +1,7 @@
 from decimal import Decimal
 
 import pytest
+
 from credit_service.domain.scoring import cibil_score, pan_variation
 from prequal_shared.domain import LoanType
 

@@ -5,6 +5,8 @@ import time
 
 import pybreaker
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from decision_service.messaging.breaker import create_breaker
 from decision_service.messaging.handler import DecisionHandler
 from prequal_devstack.testing import (
@@ -17,7 +19,6 @@ from prequal_devstack.testing import (
 from prequal_shared.config import CommonSettings
 from prequal_shared.db import create_engine, create_session_factory
 from prequal_shared.errors import RetryLaterError, is_transient
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 
 async def test_breaker_opens_after_consecutive_failures_and_recovers(

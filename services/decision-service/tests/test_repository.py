@@ -3,14 +3,15 @@
 import uuid
 
 import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from decision_service.persistence.repository import Outcome, record_decision
 from prequal_devstack.testing import fetch_application, insert_application
 from prequal_shared.db import create_session_factory
 from prequal_shared.domain import ApplicationStatus
 from prequal_shared.errors import UnknownApplicationError
 from prequal_shared.models import Decision, ProcessedEvent
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 
 async def record(

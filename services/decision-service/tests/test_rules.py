@@ -1,6 +1,7 @@
 from decimal import Decimal
 
 import pytest
+
 from decision_service.domain.rules import decide
 from prequal_shared.domain import ApplicationStatus
 

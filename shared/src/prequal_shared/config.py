@@ -19,7 +19,9 @@ class CommonSettings(BaseSettings):
     README's configuration table and listed in `.env.example` (a test checks both).
     """
 
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", env_ignore_empty=True, extra="ignore"
+    )
 
     database_url: str = Field(
         default=DEFAULT_DATABASE_URL,

@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 
 import structlog
+
+from credit_service.messaging.handler import CreditReportHandler
+from credit_service.settings import CreditSettings
 from prequal_shared.config import load_settings
 from prequal_shared.consumer import ConsumerLoop, run_until_stopped
 from prequal_shared.kafka import DeadLetterPublisher, create_consumer, create_producer
 from prequal_shared.logging import configure_logging
 from prequal_shared.runtime import ops_server, stop_event_on_signals
-
-from credit_service.messaging.handler import CreditReportHandler
-from credit_service.settings import CreditSettings
 
 SERVICE = "credit-service"
 log = structlog.stdlib.get_logger(SERVICE)

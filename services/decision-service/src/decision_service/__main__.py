@@ -5,16 +5,16 @@ from __future__ import annotations
 import asyncio
 
 import structlog
+
+from decision_service.messaging.breaker import create_breaker
+from decision_service.messaging.handler import DecisionHandler
+from decision_service.settings import DecisionSettings
 from prequal_shared.config import load_settings
 from prequal_shared.consumer import ConsumerLoop, run_until_stopped
 from prequal_shared.db import create_engine, create_session_factory
 from prequal_shared.kafka import DeadLetterPublisher, create_consumer, create_producer
 from prequal_shared.logging import configure_logging
 from prequal_shared.runtime import ops_server, stop_event_on_signals
-
-from decision_service.messaging.breaker import create_breaker
-from decision_service.messaging.handler import DecisionHandler
-from decision_service.settings import DecisionSettings
 
 SERVICE = "decision-service"
 log = structlog.stdlib.get_logger(SERVICE)

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
-from prequal_shared.config import CommonSettings
 from pydantic import Field
+
+from prequal_shared.config import CommonSettings
 
 
 class DecisionSettings(CommonSettings):

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import uvicorn
-from prequal_shared.config import load_settings
 
 from prequal_api.settings import ApiSettings
+from prequal_shared.config import load_settings
 
 
 def main() -> None:

@@ -9,16 +9,16 @@ from contextlib import asynccontextmanager
 
 import structlog
 from fastapi import FastAPI, Request, Response
-from prequal_shared.config import load_settings
-from prequal_shared.db import create_engine, create_session_factory
-from prequal_shared.kafka import create_producer
-from prequal_shared.logging import configure_logging
 
 from prequal_api.api.deps import CORRELATION_HEADER
 from prequal_api.api.errors import install_error_handlers
 from prequal_api.api.routes import router
 from prequal_api.messaging.outbox_relay import OutboxRelay
 from prequal_api.settings import ApiSettings
+from prequal_shared.config import load_settings
+from prequal_shared.db import create_engine, create_session_factory
+from prequal_shared.kafka import create_producer
+from prequal_shared.logging import configure_logging
 
 SERVICE = "prequal-api"
 log = structlog.stdlib.get_logger(SERVICE)

@@ -27,6 +27,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import ConsumerRecord
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from prequal_devstack.config import StackConfig
+from prequal_devstack.stack import Stack
 from prequal_shared.events import (
     ApplicationSubmitted,
     ApplicationSubmittedEvent,
@@ -38,11 +43,6 @@ from prequal_shared.events import (
     new_event_fields,
 )
 from prequal_shared.models import Application
-from sqlalchemy import insert, select
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-
-from prequal_devstack.config import StackConfig
-from prequal_devstack.stack import Stack
 
 
 @dataclass(frozen=True)

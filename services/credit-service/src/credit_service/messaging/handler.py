@@ -6,6 +6,8 @@ import uuid
 
 import structlog
 from aiokafka import AIOKafkaProducer
+
+from credit_service.domain.scoring import cibil_score
 from prequal_shared.consumer import Record
 from prequal_shared.domain import mask_pan
 from prequal_shared.events import (
@@ -17,8 +19,6 @@ from prequal_shared.events import (
     headers_for,
     new_event_fields,
 )
-
-from credit_service.domain.scoring import cibil_score
 
 log = structlog.stdlib.get_logger(__name__)
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pybreaker
+
 from prequal_shared.errors import PermanentError, RetryLaterError
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pybreaker
 import structlog
-from prequal_shared.consumer import Record
-from prequal_shared.events import CreditReportGeneratedEvent, decode
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from decision_service.domain.rules import decide
 from decision_service.messaging.breaker import guarded
 from decision_service.persistence.repository import record_decision
+from prequal_shared.consumer import Record
+from prequal_shared.events import CreditReportGeneratedEvent, decode
 
 log = structlog.stdlib.get_logger(__name__)
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import uuid
 from enum import StrEnum
 
-from prequal_shared.domain import ApplicationStatus
-from prequal_shared.errors import UnknownApplicationError
-from prequal_shared.models import Application, Decision, ProcessedEvent
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from prequal_shared.domain import ApplicationStatus
+from prequal_shared.errors import UnknownApplicationError
+from prequal_shared.models import Application, Decision, ProcessedEvent
 
 
 class Outcome(StrEnum):

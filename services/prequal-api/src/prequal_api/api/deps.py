@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
-from prequal_shared.errors import DependencyUnavailableError, is_transient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from prequal_api.messaging.outbox_relay import OutboxRelay
 from prequal_api.settings import ApiSettings
+from prequal_shared.errors import DependencyUnavailableError, is_transient
 
 CORRELATION_HEADER = "X-Correlation-ID"
 

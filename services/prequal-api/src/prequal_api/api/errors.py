@@ -8,6 +8,7 @@ import structlog
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+
 from prequal_shared.errors import ApplicationNotFoundError, DependencyUnavailableError
 
 log = structlog.stdlib.get_logger(__name__)

@@ -6,7 +6,8 @@ import asyncio
 import uuid
 from typing import Any
 
-from fastapi import APIRouter, Request, status
+import structlog
+from fastapi import APIRouter, status
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
@@ -25,8 +26,10 @@ from prequal_api.api.schemas import (
     Problem,
 )
 from prequal_api.domain.applications import application_status, submit_application
+from prequal_shared.domain import mask_pan
 
 router = APIRouter(route_class=DecimalJSONRoute)
+log = structlog.stdlib.get_logger(__name__)
 
 _UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     503: {"model": Problem, "description": "PostgreSQL is unavailable"}
@@ -56,6 +59,11 @@ async def create_application(
             topic=settings.topic_applications_submitted,
         )
     relay.notify()
+    log.info(
+        "application accepted",
+        application_id=str(application_id),
+        pan=mask_pan(application.pan_number),
+    )
     return ApplicationAccepted(application_id=application_id)
 
 
@@ -84,7 +92,7 @@ async def health() -> dict[str, str]:
 
 
 @router.get("/health/ready", summary="Readiness: PostgreSQL and Kafka answer", response_model=None)
-async def ready(request: Request, sessions: SessionsDep, relay: RelayDep) -> JSONResponse:
+async def ready(sessions: SessionsDep, relay: RelayDep) -> JSONResponse:
     checks: dict[str, Any] = {}
     try:
         async with asyncio.timeout(2):

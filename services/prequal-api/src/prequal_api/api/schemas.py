@@ -6,9 +6,10 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
 from prequal_shared.domain import PAN_PATTERN, ApplicationStatus, LoanType
 from prequal_shared.events import Money
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 
 class ApplicationIn(BaseModel):

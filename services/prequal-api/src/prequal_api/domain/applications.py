@@ -6,6 +6,10 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from prequal_api.api.schemas import ApplicationIn
+from prequal_api.persistence import repository
 from prequal_shared.domain import ApplicationStatus
 from prequal_shared.errors import ApplicationNotFoundError
 from prequal_shared.events import (
@@ -15,10 +19,6 @@ from prequal_shared.events import (
     headers_for,
     new_event_fields,
 )
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from prequal_api.api.schemas import ApplicationIn
-from prequal_api.persistence import repository
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,10 +14,10 @@ import random
 
 import structlog
 from aiokafka import AIOKafkaProducer
-from prequal_shared.errors import is_transient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from prequal_api.persistence import repository
+from prequal_shared.errors import is_transient
 
 log = structlog.stdlib.get_logger(__name__)
 

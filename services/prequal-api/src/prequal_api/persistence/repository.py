@@ -6,10 +6,11 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from prequal_shared.models import Application, OutboxEvent
 from sqlalchemy import select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from prequal_shared.models import Application, OutboxEvent
 
 
 async def add_application(session: AsyncSession, application: dict[str, Any]) -> None:

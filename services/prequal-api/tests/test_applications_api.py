@@ -1,0 +1,243 @@
+"""The HTTP contract, in-process, on the real PostgreSQL and Kafka."""
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from prequal_api.main import create_app
+from prequal_api.settings import ApiSettings
+from prequal_devstack.testing import StackInfo, fetch_application, poll_until
+from prequal_shared.models import Application, OutboxEvent
+
+
+@pytest.fixture
+async def client(stack: StackInfo) -> AsyncIterator[httpx.AsyncClient]:
+    """The API in-process (lifespan included) on the real database and broker."""
+    app = create_app(
+        ApiSettings(
+            database_url=stack.database_url,
+            kafka_bootstrap_servers=stack.kafka_bootstrap_servers,
+            log_format="console",
+        )
+    )
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            yield client
+
+
+class RowCounter:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def __call__(self) -> tuple[int, int]:
+        async with self.engine.connect() as conn:
+            applications = await conn.scalar(select(func.count()).select_from(Application))
+            outbox = await conn.scalar(select(func.count()).select_from(OutboxEvent))
+        return int(applications or 0), int(outbox or 0)
+
+
+@pytest.fixture
+def row_count(engine: AsyncEngine) -> RowCounter:
+    return RowCounter(engine)
+
+
+VALID: dict[str, Any] = {
+    "pan_number": "ABCDE1234F",
+    "applicant_name": "Asha Rao",
+    "monthly_income_inr": 50000,
+    "loan_amount_inr": 200000,
+    "loan_type": "PERSONAL",
+}
+
+
+async def test_a_valid_application_is_stored_pending_and_its_event_published(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    response = await client.post(
+        "/applications", json=VALID, headers={"X-Correlation-ID": "corr-api-1"}
+    )
+
+    assert response.status_code == 202
+    body = response.json()
+    assert body["status"] == "PENDING"
+    assert set(body) == {"application_id", "status"}
+    assert response.headers["X-Correlation-ID"] == "corr-api-1"
+    application_id = uuid.UUID(body["application_id"])
+    row = await fetch_application(engine, application_id)
+    assert row.pan_number == "ABCDE1234F"
+    assert row.monthly_income_inr == Decimal("50000.00")
+    assert row.loan_type == "PERSONAL"
+
+    async def published() -> Any:
+        async with engine.connect() as conn:
+            return (
+                await conn.execute(
+                    select(OutboxEvent)
+                    .where(OutboxEvent.published_at.is_not(None))
+                    .where(OutboxEvent.message_key == str(application_id).encode())
+                )
+            ).first()
+
+    event = await poll_until(published, timeout_s=10)
+    assert event is not None
+    assert event.topic == "loan_applications_submitted"
+    assert event.headers["correlation_id"] == "corr-api-1"
+    payload = json.loads(event.payload)["payload"]
+    assert payload["monthly_income_inr"] == "50000"
+    assert payload["application_id"] == str(application_id)
+
+
+@pytest.mark.parametrize(
+    ("income", "stored"),
+    [
+        ("2083.33", Decimal("2083.33")),
+        (2083.34, Decimal("2083.34")),
+        ("0.01", Decimal("0.01")),
+        ("9999999999.99", Decimal("9999999999.99")),
+        (1e3, Decimal("1000")),
+        (" 12.5 ", Decimal("12.50")),
+    ],
+)
+async def test_amounts_are_stored_exactly(
+    client: httpx.AsyncClient, engine: AsyncEngine, income: Any, stored: Decimal
+) -> None:
+    response = await client.post("/applications", json=VALID | {"monthly_income_inr": income})
+    assert response.status_code == 202, response.text
+    row = await fetch_application(engine, uuid.UUID(response.json()["application_id"]))
+    assert row.monthly_income_inr == stored
+
+
+async def test_optional_fields_may_be_left_out(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    response = await client.post(
+        "/applications",
+        json={"pan_number": "FGHIJ5678K", "monthly_income_inr": "1", "loan_amount_inr": "2"},
+    )
+    assert response.status_code == 202
+    row = await fetch_application(engine, uuid.UUID(response.json()["application_id"]))
+    assert (row.applicant_name, row.loan_type, row.status) == (None, None, "PENDING")
+
+
+INVALID: list[tuple[str, dict[str, Any], str]] = [
+    ("missing pan", {k: v for k, v in VALID.items() if k != "pan_number"}, "pan_number"),
+    ("lower-case pan", VALID | {"pan_number": "abcde1234f"}, "pan_number"),
+    ("pan too long", VALID | {"pan_number": "ABCDE1234FG"}, "pan_number"),
+    ("pan digits misplaced", VALID | {"pan_number": "ABCD11234F"}, "pan_number"),
+    ("pan not a string", VALID | {"pan_number": 1234567890}, "pan_number"),
+    ("name too long", VALID | {"applicant_name": "x" * 256}, "applicant_name"),
+    (
+        "income missing",
+        {k: v for k, v in VALID.items() if k != "monthly_income_inr"},
+        "monthly_income_inr",
+    ),
+    ("income zero", VALID | {"monthly_income_inr": 0}, "monthly_income_inr"),
+    ("income negative", VALID | {"monthly_income_inr": "-1"}, "monthly_income_inr"),
+    ("income 3 decimals", VALID | {"monthly_income_inr": "100.001"}, "monthly_income_inr"),
+    ("income too large", VALID | {"monthly_income_inr": "12345678901"}, "monthly_income_inr"),
+    ("income NaN string", VALID | {"monthly_income_inr": "NaN"}, "monthly_income_inr"),
+    ("income Infinity", VALID | {"monthly_income_inr": "Infinity"}, "monthly_income_inr"),
+    ("income text", VALID | {"monthly_income_inr": "lots"}, "monthly_income_inr"),
+    ("income boolean", VALID | {"monthly_income_inr": True}, "monthly_income_inr"),
+    ("loan missing", {k: v for k, v in VALID.items() if k != "loan_amount_inr"}, "loan_amount_inr"),
+    ("loan zero", VALID | {"loan_amount_inr": "0.00"}, "loan_amount_inr"),
+    ("loan 3 decimals", VALID | {"loan_amount_inr": 1000.555}, "loan_amount_inr"),
+    ("loan type unknown", VALID | {"loan_type": "YACHT"}, "loan_type"),
+    ("loan type lower-case", VALID | {"loan_type": "home"}, "loan_type"),
+    ("client sets status", VALID | {"status": "PRE_APPROVED"}, "status"),
+    ("client sets score", VALID | {"cibil_score": 900}, "cibil_score"),
+]
+
+
+@pytest.mark.parametrize(("case", "body", "field"), INVALID, ids=[c[0] for c in INVALID])
+async def test_invalid_input_is_422_naming_the_field_and_stores_nothing(
+    client: httpx.AsyncClient, row_count: Any, case: str, body: dict[str, Any], field: str
+) -> None:
+    before = await row_count()
+    response = await client.post("/applications", json=body)
+    assert response.status_code == 422, case
+    problem = response.json()
+    assert field in problem["detail"]
+    assert any(field in error["loc"] for error in problem["errors"])
+    assert "ABCDE1234F" not in response.text  # the input is never echoed
+    assert await row_count() == before
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"pan_number": "ABCDE1234F",',
+        b"not json",
+        b'{"pan_number": "ABCDE1234F", "monthly_income_inr": NaN, "loan_amount_inr": 1}',
+        b'{"pan_number": "ABCDE1234F", "monthly_income_inr": Infinity, "loan_amount_inr": 1}',
+        b"[1, 2]",
+        b"",
+    ],
+)
+async def test_malformed_bodies_are_rejected_and_store_nothing(
+    client: httpx.AsyncClient, row_count: Any, raw: bytes
+) -> None:
+    before = await row_count()
+    response = await client.post(
+        "/applications", content=raw, headers={"content-type": "application/json"}
+    )
+    assert response.status_code in (400, 422)
+    assert await row_count() == before
+
+
+async def test_status_of_a_known_application_never_shows_the_pan(
+    client: httpx.AsyncClient,
+) -> None:
+    created = await client.post("/applications", json=VALID)
+    application_id = created.json()["application_id"]
+
+    response = await client.get(f"/applications/{application_id}/status")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"application_id", "status", "cibil_score", "updated_at"}
+    assert body["application_id"] == application_id
+    assert body["status"] in ("PENDING", "PRE_APPROVED", "REJECTED", "MANUAL_REVIEW")
+    assert "ABCDE" not in response.text
+
+
+async def test_status_of_an_unknown_application_is_404(client: httpx.AsyncClient) -> None:
+    response = await client.get(f"/applications/{uuid.uuid4()}/status")
+    assert response.status_code == 404
+    assert "not found" in response.json()["detail"]
+
+
+async def test_status_with_an_id_that_is_not_a_uuid_is_422(client: httpx.AsyncClient) -> None:
+    response = await client.get("/applications/not-a-uuid/status")
+    assert response.status_code == 422
+    assert "application_id" in response.json()["detail"]
+
+
+async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/health")).json() == {"status": "ok"}
+
+    async def ready() -> httpx.Response | None:
+        response = await client.get("/health/ready")
+        return response if response.status_code == 200 else None
+
+    response = await poll_until(ready, timeout_s=10)
+    assert response is not None
+    assert response.json()["checks"] == {"postgres": "ok", "kafka": "ok"}
+
+
+async def test_openapi_documents_the_contract_with_examples(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/docs")).status_code == 200
+    spec = (await client.get("/openapi.json")).json()
+    post = spec["paths"]["/applications"]["post"]
+    assert "202" in post["responses"]
+    schema = spec["components"]["schemas"]["ApplicationIn"]
+    assert schema["examples"][0]["pan_number"] == "ABCDE1234F"
+    assert schema["additionalProperties"] is False

@@ -1,0 +1,211 @@
+"""Smoke tests proving the local stack is real: broker, consumer groups, migrations, CLI."""
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import asyncpg
+import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from sqlalchemy.engine import make_url
+
+from prequal_devstack.testing import StackInfo, TopicFactory, poll_until, produce
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+async def test_a_consumer_group_resumes_after_its_manual_commit(
+    stack: StackInfo, topics: TopicFactory
+) -> None:
+    topic = await topics.create("smoke")
+    group = f"smoke-{uuid.uuid4().hex[:8]}"
+    await produce(
+        stack.kafka_bootstrap_servers, topic, *[(None, f"m{i}".encode(), []) for i in range(3)]
+    )
+
+    def consumer() -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=stack.kafka_bootstrap_servers,
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+
+    first = consumer()
+    await first.start()
+    seen: list[bytes] = []
+    try:
+        while len(seen) < 3:
+            for records in (await first.getmany(timeout_ms=1000)).values():
+                seen.extend(r.value for r in records)
+        await first.commit({TopicPartition(topic, 0): 2})  # handled m0 and m1 only
+    finally:
+        await first.stop()
+    assert seen == [b"m0", b"m1", b"m2"]
+
+    second = consumer()
+    await second.start()
+    try:
+        batch = await second.getmany(timeout_ms=5000)
+    finally:
+        await second.stop()
+    assert [r.value for records in batch.values() for r in records] == [b"m2"]
+
+
+def alembic(database_url: str, *args: str) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "alembic", "-c", str(ROOT / "alembic.ini"), *args],
+        env={**os.environ, "DATABASE_URL": database_url},
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+
+
+async def test_migrations_create_the_schema_and_downgrade_removes_it(stack: StackInfo) -> None:
+    url = make_url(stack.database_url)
+    name = f"migtest_{uuid.uuid4().hex[:8]}"
+    server = {"host": url.host, "port": url.port, "user": url.username, "password": url.password}
+    admin = await asyncpg.connect(database=url.database, **server)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    scratch_url = url.set(database=name).render_as_string(hide_password=False)
+    try:
+        await asyncio.to_thread(alembic, scratch_url, "upgrade", "head")
+        conn = await asyncpg.connect(database=name, **server)
+        try:
+            tables = {
+                r["tablename"]
+                for r in await conn.fetch(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+                )
+            }
+            assert {
+                "applications",
+                "outbox",
+                "processed_events",
+                "decisions",
+                "alembic_version",
+            } <= tables
+            indexes = {
+                r["indexname"]
+                for r in await conn.fetch(
+                    "SELECT indexname FROM pg_indexes WHERE tablename = 'applications'"
+                )
+            }
+            assert {
+                "ix_applications_pan_number",
+                "ix_applications_status",
+                "ix_applications_created_at",
+            } <= indexes
+            app_id = uuid.uuid4()
+            await conn.execute(
+                "INSERT INTO applications (id, pan_number, monthly_income_inr, loan_amount_inr) VALUES ($1, 'ABCDE1234F', 1, 1)",
+                app_id,
+            )
+            before = await conn.fetchrow(
+                "SELECT status, created_at, updated_at FROM applications WHERE id = $1", app_id
+            )
+            assert before["status"] == "PENDING"
+            await conn.execute(
+                "UPDATE applications SET status = 'REJECTED', cibil_score = 610 WHERE id = $1",
+                app_id,
+            )
+            after = await conn.fetchval("SELECT updated_at FROM applications WHERE id = $1", app_id)
+            assert after > before["updated_at"]  # kept by the trigger
+            for bad in (
+                "UPDATE applications SET status = 'MAYBE' WHERE id = $1",
+                "UPDATE applications SET cibil_score = 901 WHERE id = $1",
+                "UPDATE applications SET monthly_income_inr = 0 WHERE id = $1",
+                "UPDATE applications SET loan_type = 'YACHT' WHERE id = $1",
+            ):
+                try:
+                    await conn.execute(bad, app_id)
+                except asyncpg.CheckViolationError:
+                    continue
+                raise AssertionError(f"accepted: {bad}")
+        finally:
+            await conn.close()
+
+        await asyncio.to_thread(alembic, scratch_url, "downgrade", "base")
+        conn = await asyncpg.connect(database=name, **server)
+        try:
+            left = {
+                r["tablename"]
+                for r in await conn.fetch(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+                )
+            }
+            functions = await conn.fetchval(
+                "SELECT count(*) FROM pg_proc WHERE proname = 'set_updated_at'"
+            )
+        finally:
+            await conn.close()
+        assert left == {"alembic_version"}
+        assert functions == 0
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+def devstack(*args: str) -> str:
+    result = subprocess.run(
+        [str(ROOT / "scripts" / "devstack"), *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        timeout=180,
+    )
+    return result.stdout
+
+
+async def test_killing_kafka_and_starting_it_again_loses_nothing(owned_stack: StackInfo) -> None:
+    await asyncio.to_thread(devstack, "kill", "kafka")
+    status = await asyncio.to_thread(devstack, "status")
+    assert any(line.startswith("kafka") and "stopped" in line for line in status.splitlines())
+
+    async with httpx.AsyncClient(base_url=owned_stack.api_url, timeout=10) as api:
+        # Accepted while the broker is down: the outbox keeps the event until it is back.
+        created = await api.post(
+            "/applications",
+            json={
+                "pan_number": "ABCDE1234F",
+                "monthly_income_inr": "90000",
+                "loan_amount_inr": "100000",
+            },
+        )
+        assert created.status_code == 202
+        await asyncio.to_thread(devstack, "start", "kafka")
+        status = await asyncio.to_thread(devstack, "status")
+        assert any(
+            line.startswith("kafka") and "running" in line and line.endswith("ok")
+            for line in status.splitlines()
+        )
+
+        application_id = created.json()["application_id"]
+
+        async def decided() -> str | None:
+            body = (await api.get(f"/applications/{application_id}/status")).json()
+            return None if body["status"] == "PENDING" else str(body["status"])
+
+        assert await poll_until(decided, timeout_s=90, interval_s=0.5) == "PRE_APPROVED"
+
+
+def test_env_prints_the_connection_settings(stack: StackInfo) -> None:
+    lines = dict(line.split("=", 1) for line in devstack("env").splitlines())
+    assert lines["DATABASE_URL"] == stack.database_url
+    assert lines["KAFKA_BOOTSTRAP_SERVERS"] == stack.kafka_bootstrap_servers
+    assert lines["PREQUAL_API_URL"] == "http://127.0.0.1:8000"
+
+
+def test_a_stale_pid_file_is_cleaned_up(stack: StackInfo) -> None:
+    run = stack.stack.config.state / "run"
+    stale = run / "credit-service-7.pid"
+    stale.write_text("999999\n")  # no such process
+    status = devstack("status")
+    assert "credit-service-7" in status
+    assert not stale.exists()
