@@ -141,7 +141,8 @@ class Postgres:
             "-D",
             str(self.data),
             "-o",
-            f"-p {self.port}",
+            # terse: no DETAIL lines, which would quote rows (and so PANs) into the server log
+            f"-p {self.port} -c log_error_verbosity=terse",
             "-l",
             str(self.log_file),
             "-w",
