@@ -43,6 +43,7 @@ async def run_loop(
     await consumer.start()
     stop = asyncio.Event()
     loop = ConsumerLoop(
+        name="test",
         consumer=consumer,
         handler=handler,
         dead_letters=DeadLetterPublisher(producer=producer, topic=dlq, consumer_name="test"),

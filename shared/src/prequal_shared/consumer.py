@@ -30,6 +30,7 @@ from tenacity import (
 from prequal_shared.errors import PermanentError, RetryLaterError, is_transient
 from prequal_shared.events import HEADER_CORRELATION_ID, header
 from prequal_shared.kafka import DeadLetterPublisher
+from prequal_shared.metrics import LAG, MESSAGES, PAUSED, PROCESSING_SECONDS
 
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
 Handler = Callable[[Record], Awaitable[None]]
@@ -55,16 +56,16 @@ class ConsumerLoop:
         consumer: AIOKafkaConsumer,
         handler: Handler,
         dead_letters: DeadLetterPublisher,
+        name: str,
         policy: RetryPolicy | None = None,
         max_records: int = 200,
-        on_processed: Callable[[Record, str], None] | None = None,
     ) -> None:
+        self._name = name
         self._consumer = consumer
         self._handler = handler
         self._dead_letters = dead_letters
         self._policy = policy or RetryPolicy()
         self._max_records = max_records
-        self._on_processed = on_processed
         self._resume_at: float | None = None
         self._unexpected: dict[tuple[str, int, int], int] = {}
 
@@ -83,13 +84,20 @@ class ConsumerLoop:
                     self._consumer.seek(tp, records[0].offset)
                     continue
                 for record in records:
-                    if await self._process(record):
+                    started = time.perf_counter()
+                    handled = await self._process(record)
+                    PROCESSING_SECONDS.labels(self._name, record.topic).observe(
+                        time.perf_counter() - started
+                    )
+                    if handled:
                         done[tp] = record.offset + 1
                     else:
+                        MESSAGES.labels(self._name, record.topic, "retried").inc()
                         self._consumer.seek(tp, record.offset)
                         failed = True
                         break
             await self._commit(done)
+            self._record_lag(done)
         log.info("consumer stopping")
 
     async def _process(self, record: Record) -> bool:
@@ -141,8 +149,7 @@ class ConsumerLoop:
                     return await self._dead_letter(record, exc)
                 self._pause(self._policy.initial_s * 2 ** self._unexpected[key])
                 return False
-            if self._on_processed:
-                self._on_processed(record, "processed")
+            MESSAGES.labels(self._name, record.topic, "processed").inc()
             return True
         finally:
             structlog.contextvars.unbind_contextvars(
@@ -157,8 +164,7 @@ class ConsumerLoop:
             self._pause(self._policy.pause_s)
             return False
         log.warning("message dead-lettered", error=str(error), error_type=type(error).__name__)
-        if self._on_processed:
-            self._on_processed(record, "dead_lettered")
+        MESSAGES.labels(self._name, record.topic, "dead_lettered").inc()
         return True
 
     def _pause(self, seconds: float) -> None:
@@ -166,12 +172,22 @@ class ConsumerLoop:
         if partitions:
             self._consumer.pause(*partitions)
         self._resume_at = time.monotonic() + max(seconds, 0.05)
+        PAUSED.labels(self._name).set(1)
 
     def _resume(self) -> None:
         paused = self._consumer.paused()
         if paused:
             self._consumer.resume(*paused)
         self._resume_at = None
+        PAUSED.labels(self._name).set(0)
+
+    def _record_lag(self, positions: dict[TopicPartition, int]) -> None:
+        for tp, next_offset in positions.items():
+            highwater = self._consumer.highwater(tp)
+            if highwater is not None:
+                LAG.labels(self._name, tp.topic, str(tp.partition)).set(
+                    max(0, highwater - next_offset)
+                )
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         if not offsets:
@@ -183,13 +199,3 @@ class ConsumerLoop:
         except KafkaError as exc:
             # The work is durable and idempotent: a redelivered message is recognised and skipped.
             log.warning("offset commit failed; messages may be redelivered", error=repr(exc))
-
-
-async def run_until_stopped(
-    loop: ConsumerLoop, stop: asyncio.Event, *, consumer: AIOKafkaConsumer
-) -> None:
-    """Run the loop, then close the consumer whatever happened."""
-    try:
-        await loop.run(stop)
-    finally:
-        await consumer.stop()

@@ -1,18 +1,31 @@
-"""Process plumbing shared by the consumers: stop on SIGTERM/SIGINT, a small health server."""
+"""Process plumbing shared by the consumers: start-up with retries, stop on SIGTERM/SIGINT,
+and a small `/health` + `/metrics` server in the service's own event loop."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 
+import structlog
 import uvicorn
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
+
+from prequal_shared.config import CommonSettings
+from prequal_shared.consumer import ConsumerLoop, Handler
+from prequal_shared.errors import is_transient
+from prequal_shared.kafka import DeadLetterPublisher, create_consumer, create_producer
+
+log = structlog.stdlib.get_logger(__name__)
 
 
 def stop_event_on_signals() -> asyncio.Event:
@@ -47,3 +60,70 @@ def ops_server(*, port: int, host: str, is_healthy: Callable[[], bool]) -> uvico
         app, host=host, port=port, log_config=None, access_log=False, lifespan="off"
     )
     return _EmbeddedServer(config)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerService:
+    """What differs between the consumers; everything else is `run_consumer_service`."""
+
+    name: str
+    topic: str
+    group_id: str
+    ops_port: int
+    handler: Callable[[AIOKafkaProducer], AbstractAsyncContextManager[Handler]]
+    """Builds the message handler (and owns whatever it needs, e.g. a database engine)."""
+
+
+async def _start_with_retries(
+    client: AIOKafkaProducer | AIOKafkaConsumer, stop: asyncio.Event
+) -> None:
+    """Kafka may still be starting (or down): keep trying, with backoff, until told to stop."""
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception(is_transient),
+        wait=wait_exponential_jitter(multiplier=0.5, max=10, jitter=0.5),
+        stop=lambda _: stop.is_set(),
+        reraise=True,
+    ):
+        with attempt:
+            if attempt.retry_state.attempt_number > 1:
+                log.warning(
+                    "kafka not reachable yet, retrying", attempt=attempt.retry_state.attempt_number
+                )
+            await client.start()
+
+
+async def run_consumer_service(
+    spec: ConsumerService, settings: CommonSettings, *, ops_host: str
+) -> None:
+    """Consume until SIGTERM/SIGINT: finish the batch in hand, commit, close everything."""
+    stop = stop_event_on_signals()
+    producer = create_producer(settings, client_id=spec.name)
+    consumer = create_consumer(settings, spec.topic, group_id=spec.group_id, client_id=spec.name)
+    ops = ops_server(port=spec.ops_port, host=ops_host, is_healthy=lambda: not stop.is_set())
+    async with contextlib.AsyncExitStack() as resources:
+        await _start_with_retries(producer, stop)
+        resources.push_async_callback(producer.stop)
+        handler = await resources.enter_async_context(spec.handler(producer))
+        await _start_with_retries(consumer, stop)
+        resources.push_async_callback(consumer.stop)
+        loop = ConsumerLoop(
+            name=spec.name,
+            consumer=consumer,
+            handler=handler,
+            dead_letters=DeadLetterPublisher(
+                producer=producer, topic=settings.topic_dlq, consumer_name=spec.name
+            ),
+        )
+        ops_task = asyncio.create_task(ops.serve(), name="ops-server")
+        log.info("started", topic=spec.topic, group_id=spec.group_id)
+        try:
+            await loop.run(stop)
+        finally:
+            ops.should_exit = True
+            await ops_task
+    log.info("stopped")
+
+
+@contextlib.asynccontextmanager
+async def nothing_to_close(handler: Handler) -> AsyncIterator[Handler]:
+    yield handler

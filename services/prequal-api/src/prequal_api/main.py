@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 import structlog
 from fastapi import FastAPI, Request, Response
+from prometheus_fastapi_instrumentator import Instrumentator
 
 from prequal_api.api.deps import CORRELATION_HEADER
 from prequal_api.api.errors import install_error_handlers
@@ -65,6 +66,10 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     )
     app.include_router(router)
     install_error_handlers(app)
+    Instrumentator(
+        should_group_status_codes=False,
+        excluded_handlers=["/metrics", "/health", "/health/ready"],
+    ).instrument(app).expose(app, include_in_schema=False)
 
     @app.middleware("http")
     async def correlation_id(

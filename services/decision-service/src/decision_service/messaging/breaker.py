@@ -10,17 +10,41 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pybreaker
+import structlog
 
 from prequal_shared.errors import PermanentError, RetryLaterError
+from prequal_shared.metrics import BREAKER_STATE
+
+log = structlog.stdlib.get_logger(__name__)
+
+
+_STATE_VALUES = {pybreaker.STATE_CLOSED: 0, pybreaker.STATE_HALF_OPEN: 1, pybreaker.STATE_OPEN: 2}
+
+
+class _StateGauge(pybreaker.CircuitBreakerListener):
+    """Publishes the breaker's state as a metric and logs each change."""
+
+    def state_change(self, cb: pybreaker.CircuitBreaker, old_state: Any, new_state: Any) -> None:
+        BREAKER_STATE.labels(cb.name).set(_STATE_VALUES.get(new_state.name, -1))
+        log.warning(
+            "circuit breaker state changed", breaker=cb.name, old=old_state.name, new=new_state.name
+        )
 
 
 def create_breaker(*, fail_max: int, reset_timeout_s: float) -> pybreaker.CircuitBreaker:
     # Permanent errors (an unknown application) say nothing about the database's health.
-    return pybreaker.CircuitBreaker(
-        fail_max=fail_max, reset_timeout=reset_timeout_s, exclude=[PermanentError], name="postgres"
+    breaker = pybreaker.CircuitBreaker(
+        fail_max=fail_max,
+        reset_timeout=reset_timeout_s,
+        exclude=[PermanentError],
+        listeners=[_StateGauge()],
+        name="postgres",
     )
+    BREAKER_STATE.labels(breaker.name).set(0)
+    return breaker
 
 
 def seconds_until_retry(breaker: pybreaker.CircuitBreaker) -> float:

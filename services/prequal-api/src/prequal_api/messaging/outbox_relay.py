@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 
 import structlog
 from aiokafka import AIOKafkaProducer
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from prequal_api.persistence import repository
 from prequal_shared.errors import is_transient
+from prequal_shared.metrics import OUTBOX_BACKLOG, OUTBOX_PUBLISHED
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -58,6 +60,7 @@ class OutboxRelay:
 
     async def run(self, stop: asyncio.Event) -> None:
         failures = 0
+        backlog_checked = 0.0
         while not stop.is_set():
             try:
                 if not self._producer_started:
@@ -67,6 +70,9 @@ class OutboxRelay:
                 while await self.publish_batch() == self._batch_size:
                     pass
                 failures = 0
+                if time.monotonic() - backlog_checked >= self._sweep_interval_s:
+                    backlog_checked = time.monotonic()
+                    await self._measure_backlog()
             except Exception as exc:
                 if not is_transient(exc):
                     log.exception("outbox relay failed")
@@ -94,8 +100,13 @@ class OutboxRelay:
             ]
             await asyncio.gather(*acks)
             await repository.mark_published(session, [event.event_id for event in events])
+        OUTBOX_PUBLISHED.inc(len(events))
         log.debug("outbox events published", count=len(events))
         return len(events)
+
+    async def _measure_backlog(self) -> None:
+        async with self._sessions() as session:
+            OUTBOX_BACKLOG.set(await repository.count_unpublished(session))
 
     @staticmethod
     def _retry_delay(failures: int) -> float:
