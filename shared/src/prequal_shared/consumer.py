@@ -74,7 +74,15 @@ class ConsumerLoop:
         while not stop.is_set():
             if self._resume_at is not None and time.monotonic() >= self._resume_at:
                 self._resume()
-            batches = await self._consumer.getmany(timeout_ms=500, max_records=self._max_records)
+            try:
+                batches = await self._consumer.getmany(
+                    timeout_ms=500, max_records=self._max_records
+                )
+            except KafkaError as exc:
+                # The client reconnects by itself; do not spin while the broker is away.
+                log.warning("fetch failed", error=repr(exc))
+                await asyncio.sleep(1)
+                continue
             if not batches:
                 continue
             done: dict[TopicPartition, int] = {}

@@ -6,10 +6,14 @@ import ssl
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from prequal_shared.config import CommonSettings
+from prequal_shared.metrics import ASSIGNED_PARTITIONS
+
+log = structlog.stdlib.get_logger(__name__)
 
 DLQ_ERROR = "dlq_error"
 DLQ_ERROR_TYPE = "dlq_error_type"
@@ -61,12 +65,35 @@ def create_producer(
     )
 
 
+class AssignmentLog(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Logs each rebalance and keeps the consumer's current assignment for metrics."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.assigned: set[TopicPartition] = set()
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        log.info("partitions revoked", partitions=_names(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.assigned = set(assigned)
+        ASSIGNED_PARTITIONS.labels(self.name).set(len(assigned))
+        log.info("partitions assigned", partitions=_names(assigned))
+
+
+def _names(partitions: set[TopicPartition]) -> list[str]:
+    return sorted(f"{tp.topic}[{tp.partition}]" for tp in partitions)
+
+
 def create_consumer(
-    settings: CommonSettings, *topics: str, group_id: str, client_id: str
+    settings: CommonSettings,
+    *topics: str,
+    group_id: str,
+    client_id: str,
+    listener: ConsumerRebalanceListener | None = None,
 ) -> AIOKafkaConsumer:
     """A group consumer with manual commits: the offset moves only after the work is durable."""
-    return AIOKafkaConsumer(
-        *topics,
+    consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         group_id=group_id,
         client_id=client_id,
@@ -79,6 +106,8 @@ def create_consumer(
         retry_backoff_ms=200,
         **security_options(settings),
     )
+    consumer.subscribe(list(topics), listener=listener or AssignmentLog(client_id))
+    return consumer
 
 
 class DeadLetterPublisher:

@@ -20,6 +20,11 @@ LAG = Gauge(
     "Messages in the partition not yet handled by this consumer (high watermark - next offset).",
     ["consumer", "topic", "partition"],
 )
+ASSIGNED_PARTITIONS = Gauge(
+    "prequal_consumer_assigned_partitions",
+    "Partitions currently assigned to this consumer instance by its group.",
+    ["consumer"],
+)
 PAUSED = Gauge(
     "prequal_consumer_paused",
     "1 while the consumer has paused its partitions to wait for a dependency.",

@@ -22,6 +22,8 @@ class ServiceSpec:
     module: str
     port_attr: str
     health_path: str
+    defaults: tuple[tuple[str, str], ...] = ()
+    """Environment defaults for the local stack (the environment wins)."""
 
     def port(self, config: StackConfig) -> int:
         port: int = getattr(config, self.port_attr)
@@ -33,7 +35,14 @@ SPECS = {
     for spec in (
         ServiceSpec("prequal-api", "prequal_api", "api_port", "/health/ready"),
         ServiceSpec("credit-service", "credit_service", "credit_ops_port", "/health"),
-        ServiceSpec("decision-service", "decision_service", "decision_ops_port", "/health"),
+        ServiceSpec(
+            "decision-service",
+            "decision_service",
+            "decision_ops_port",
+            "/health",
+            # A shorter open-circuit wait than production's 60 s keeps local recovery quick.
+            defaults=(("BREAKER_RESET_TIMEOUT_S", "15"),),
+        ),
     )
 }
 
@@ -77,6 +86,8 @@ class Service:
     def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         env = {**os.environ, **self.config.service_env(), **(extra or {})}
         env.setdefault("LOG_FORMAT", "json")
+        for name, value in self.spec.defaults:
+            env.setdefault(name, value)
         env[self.spec.port_attr.upper()] = str(self.port)
         env["PYTHONUNBUFFERED"] = "1"
         return env
