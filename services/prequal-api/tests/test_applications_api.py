@@ -2,7 +2,6 @@
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
@@ -11,26 +10,14 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from prequal_api.main import create_app
-from prequal_api.settings import ApiSettings
-from prequal_devstack.testing import StackInfo, fetch_application, poll_until
+from prequal_devstack.testing import fetch_application, poll_until
 from prequal_shared.models import Application, OutboxEvent
 
 
 @pytest.fixture
-async def client(stack: StackInfo) -> AsyncIterator[httpx.AsyncClient]:
+def client(api_client: httpx.AsyncClient) -> httpx.AsyncClient:
     """The API in-process (lifespan included) on the real database and broker."""
-    app = create_app(
-        ApiSettings(
-            database_url=stack.database_url,
-            kafka_bootstrap_servers=stack.kafka_bootstrap_servers,
-            log_format="console",
-        )
-    )
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-            yield client
+    return api_client
 
 
 class RowCounter:

@@ -8,8 +8,8 @@ from typing import Literal, TypeVar
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_DATABASE_URL = "postgresql+asyncpg://prequal@127.0.0.1:55432/prequal"
-DEFAULT_KAFKA_BOOTSTRAP_SERVERS = "127.0.0.1:59092"
+DEFAULT_DATABASE_URL = "postgresql+asyncpg://prequal@127.0.0.1:25432/prequal"
+DEFAULT_KAFKA_BOOTSTRAP_SERVERS = "127.0.0.1:29092"
 
 
 class CommonSettings(BaseSettings):

@@ -37,27 +37,49 @@ class RetryLaterError(TransientError):
         self.retry_after = retry_after
 
 
+_TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
+    TransientError,
+    OSError,
+    TimeoutError,
+    KafkaError,
+    asyncpg.PostgresConnectionError,  # SQLSTATE class 08: connection failures
+    asyncpg.OperatorInterventionError,  # class 57: shutting down, cannot connect now, cancelled
+    asyncpg.InterfaceError,
+    asyncpg.TooManyConnectionsError,
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.TimeoutError,
+    sa_exc.DisconnectionError,
+)
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """The exception and everything it wraps (SQLAlchemy's `.orig`, `__cause__`, `__context__`)."""
+    found: list[BaseException] = []
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        current = pending.pop()
+        if current is None or any(current is seen for seen in found):
+            continue
+        found.append(current)
+        pending.extend([getattr(current, "orig", None), current.__cause__, current.__context__])
+    return found
+
+
 def is_transient(exc: BaseException) -> bool:
-    """True for failures of infrastructure that may heal by themselves (retry, never DLQ)."""
-    if isinstance(exc, TransientError | OSError | TimeoutError | KafkaError):
-        return True
-    if isinstance(exc, sa_exc.DBAPIError):
-        if exc.connection_invalidated:
+    """True for failures of infrastructure that may heal by themselves (retry, never DLQ).
+
+    SQLAlchemy wraps asyncpg's errors in adapter classes, so the whole chain is inspected:
+    `the database system is shutting down` arrives as a plain `DBAPIError`.
+    """
+    if isinstance(exc, PermanentError):
+        return False
+    for current in _chain(exc):
+        if isinstance(current, _TRANSIENT_TYPES):
             return True
-        return isinstance(
-            exc.orig,
-            OSError
-            | TimeoutError
-            | asyncpg.PostgresConnectionError
-            | asyncpg.CannotConnectNowError
-            | asyncpg.InterfaceError,
-        ) or isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError)
-    if isinstance(exc, sa_exc.TimeoutError | sa_exc.DisconnectionError):
-        return True
-    return isinstance(
-        exc,
-        asyncpg.PostgresConnectionError | asyncpg.CannotConnectNowError | asyncpg.InterfaceError,
-    )
+        if isinstance(current, sa_exc.DBAPIError) and current.connection_invalidated:
+            return True
+    return False
 
 
 class DependencyUnavailableError(TransientError):

@@ -41,10 +41,10 @@ def _int_env(name: str, default: int) -> int:
 @dataclass(frozen=True)
 class StackConfig:
     root: Path = field(default_factory=_repo_root)
-    pg_port: int = field(default_factory=lambda: _int_env("DEVSTACK_PG_PORT", 55432))
-    kafka_port: int = field(default_factory=lambda: _int_env("DEVSTACK_KAFKA_PORT", 59092))
+    pg_port: int = field(default_factory=lambda: _int_env("DEVSTACK_PG_PORT", 25432))
+    kafka_port: int = field(default_factory=lambda: _int_env("DEVSTACK_KAFKA_PORT", 29092))
     controller_port: int = field(
-        default_factory=lambda: _int_env("DEVSTACK_KAFKA_CONTROLLER_PORT", 59093)
+        default_factory=lambda: _int_env("DEVSTACK_KAFKA_CONTROLLER_PORT", 29093)
     )
     api_port: int = field(default_factory=lambda: _int_env("API_PORT", 8000))
     credit_ops_port: int = field(default_factory=lambda: _int_env("CREDIT_OPS_PORT", 8101))

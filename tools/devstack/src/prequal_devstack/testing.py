@@ -30,6 +30,8 @@ from aiokafka.structs import ConsumerRecord
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from prequal_api.main import create_app
+from prequal_api.settings import ApiSettings
 from prequal_devstack.config import StackConfig
 from prequal_devstack.stack import Stack
 from prequal_shared.events import (
@@ -109,6 +111,30 @@ async def engine(stack: StackInfo) -> AsyncIterator[AsyncEngine]:
 @pytest.fixture
 async def api(stack: StackInfo) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=stack.api_url, timeout=10) as client:
+        yield client
+
+
+@contextlib.asynccontextmanager
+async def in_process_api(stack: StackInfo) -> AsyncIterator[httpx.AsyncClient]:
+    """The API in-process (lifespan included) on the stack's database and broker."""
+    app = create_app(
+        ApiSettings(
+            database_url=stack.database_url,
+            kafka_bootstrap_servers=stack.kafka_bootstrap_servers,
+            log_format="console",
+        )
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://api") as client,
+    ):
+        yield client
+
+
+@pytest.fixture
+async def api_client(stack: StackInfo) -> AsyncIterator[httpx.AsyncClient]:
+    async with in_process_api(stack) as client:
         yield client
 
 

@@ -1,0 +1,52 @@
+import asyncpg
+import pytest
+from aiokafka.errors import KafkaConnectionError
+from sqlalchemy import exc as sa_exc
+
+from prequal_shared.errors import (
+    PoisonMessageError,
+    RetryLaterError,
+    TransientError,
+    UnknownApplicationError,
+    is_transient,
+)
+
+
+def wrapped(inner: BaseException) -> sa_exc.DBAPIError:
+    """What SQLAlchemy's asyncpg dialect raises: a DBAPIError around an adapter error."""
+
+    class AdapterError(Exception):
+        pass
+
+    adapter = AdapterError(str(inner))
+    adapter.__cause__ = inner
+    return sa_exc.DBAPIError("SELECT 1", {}, adapter)
+
+
+@pytest.mark.parametrize(
+    ("error", "transient"),
+    [
+        (ConnectionRefusedError(111, "refused"), True),
+        (TimeoutError(), True),
+        (KafkaConnectionError(), True),
+        (TransientError("x"), True),
+        (RetryLaterError("open", retry_after=1), True),
+        (wrapped(asyncpg.CannotConnectNowError("the database system is shutting down")), True),
+        (wrapped(asyncpg.exceptions.AdminShutdownError("terminating connection")), True),
+        (wrapped(asyncpg.exceptions.ConnectionDoesNotExistError("closed")), True),
+        (sa_exc.OperationalError("SELECT 1", {}, Exception("x")), True),
+        (wrapped(asyncpg.exceptions.UniqueViolationError("duplicate key")), False),
+        (wrapped(asyncpg.exceptions.CheckViolationError("check")), False),
+        (PoisonMessageError("bad"), False),
+        (UnknownApplicationError("gone"), False),
+        (ValueError("bug"), False),
+    ],
+)
+def test_failure_classes(error: BaseException, transient: bool) -> None:
+    assert is_transient(error) is transient
+
+
+def test_a_permanent_error_stays_permanent_whatever_it_wraps() -> None:
+    error = PoisonMessageError("unparseable")
+    error.__cause__ = ConnectionResetError()
+    assert is_transient(error) is False
