@@ -1,0 +1,438 @@
+"""`make bench`: the whole pipeline under a constant arrival rate, against its own floor.
+
+Open loop: request i is due at t0 + i / rate whatever happened to the earlier ones, and its
+latency is counted from when it was due, so a slow server cannot hide its queueing
+(coordinated omission). End-to-end latency is read from the database: `updated_at -
+created_at` of each application, i.e. from the PENDING row's commit to the decision's.
+
+The floor is the same database work (insert an application, then update it to its decision)
+done directly with asyncpg at the same concurrency, with no HTTP and no Kafka.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import resource
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import psutil
+import uvloop
+from sqlalchemy.engine import make_url
+
+from prequal_devstack.config import StackConfig
+from prequal_devstack.kafka import Kafka
+from prequal_devstack.load import PANS
+from prequal_devstack.postgres import Postgres
+from prequal_devstack.services import SPECS, replicas_of
+from prequal_shared.domain import LoanType
+
+TERMINAL = ("PRE_APPROVED", "REJECTED", "MANUAL_REVIEW")
+
+
+@dataclass
+class Sample:
+    due: float
+    latency: float
+    status: int | str
+
+
+@dataclass
+class Run:
+    rate: float
+    duration: float
+    concurrency: int
+    marker: str
+    samples: list[Sample] = field(default_factory=list)
+    started_wall: float = 0.0
+
+
+def bodies(marker: str, count: int) -> list[bytes]:
+    """A realistic mix: every PAN class, incomes around the thresholds, every outcome."""
+    rng = random.Random(marker)
+    out = []
+    for _ in range(count):
+        income = Decimal(rng.choice([18000, 32000, 45000, 60000, 80000, 150000]))
+        ratio = rng.choice([10, 30, 47, 48, 49, 60, 120])
+        body = {
+            "pan_number": rng.choice(PANS),
+            "applicant_name": marker,
+            "monthly_income_inr": str(income),
+            "loan_amount_inr": str(income * ratio),
+            "loan_type": rng.choice([None, *[t.value for t in LoanType]]),
+        }
+        out.append(json.dumps(body).encode())
+    return out
+
+
+async def drive(run: Run, api_url: str) -> None:
+    """Send `rate` POSTs a second for `duration` seconds, open loop."""
+    total = int(run.rate * run.duration)
+    payloads = bodies(run.marker, total)
+    connector = aiohttp.TCPConnector(limit=run.concurrency, keepalive_timeout=30)
+    timeout = aiohttp.ClientTimeout(total=10)
+    headers = {"content-type": "application/json"}
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def one(payload: bytes, due: float) -> None:
+            status: int | str
+            try:
+                async with session.post(
+                    f"{api_url}/applications", data=payload, headers=headers
+                ) as r:
+                    await r.read()
+                    status = r.status
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                status = type(exc).__name__
+            run.samples.append(
+                Sample(due=due - t0, latency=time.perf_counter() - due, status=status)
+            )
+
+        tasks: set[asyncio.Task[None]] = set()
+        run.started_wall = time.time()
+        t0 = time.perf_counter()
+        for i, payload in enumerate(payloads):
+            due = t0 + i / run.rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            task = asyncio.create_task(one(payload, due))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        await asyncio.gather(*tasks)
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+async def progress(run: Run, pool: asyncpg.Pool, stop: asyncio.Event) -> list[dict[str, float]]:
+    """One line a second while the load runs; returns the per-second series for the chart."""
+    series: list[dict[str, float]] = []
+    last_sent = last_decided = 0
+    while not stop.is_set():
+        await asyncio.sleep(1)
+        decided = await pool.fetchval(
+            "SELECT count(*) FROM applications WHERE applicant_name = $1 AND status <> 'PENDING'",
+            run.marker,
+        )
+        window = [s.latency for s in run.samples[last_sent:]]
+        sent = len(run.samples)
+        point = {
+            "t": len(series) + 1,
+            "accepted_per_s": sum(1 for s in run.samples[last_sent:] if s.status == 202),
+            "decided_per_s": decided - last_decided,
+            "post_p99_ms": percentile(window, 99) * 1000,
+        }
+        series.append(point)
+        print(
+            f"  t={point['t']:>3.0f}s  answered={sent:>7}"
+            f"  accepted/s={point['accepted_per_s']:>6.0f}"
+            f"  decided/s={point['decided_per_s']:>6.0f}  POST p99={point['post_p99_ms']:>7.1f} ms",
+            flush=True,
+        )
+        last_sent, last_decided = sent, decided
+    return series
+
+
+async def floor(database_url: str, *, concurrency: int, seconds: float) -> float:
+    """Insert-then-update per application, straight to PostgreSQL: the pipeline's ceiling."""
+    url = make_url(database_url)
+    pool = await asyncpg.create_pool(
+        host=url.host,
+        port=url.port,
+        user=url.username,
+        password=url.password,
+        database=url.database,
+        min_size=concurrency,
+        max_size=concurrency,
+    )
+    marker = f"floor-{uuid.uuid4().hex[:8]}"
+    done = 0
+    deadline = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal done
+        async with pool.acquire() as conn:
+            while time.perf_counter() < deadline:
+                app_id = uuid.uuid4()
+                await conn.execute(
+                    "INSERT INTO applications (id, pan_number, applicant_name, monthly_income_inr,"
+                    " loan_amount_inr, loan_type, status)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, 'PENDING')",
+                    app_id,
+                    "ABCDE1234F",
+                    marker,
+                    Decimal("50000"),
+                    Decimal("200000"),
+                    "HOME",
+                )
+                await conn.execute(
+                    "UPDATE applications SET status = 'PRE_APPROVED', cibil_score = 790"
+                    " WHERE id = $1 AND status = 'PENDING'",
+                    app_id,
+                )
+                done += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*[worker() for _ in range(concurrency)])
+    elapsed = time.perf_counter() - started
+    await pool.execute("DELETE FROM applications WHERE applicant_name = $1", marker)
+    await pool.close()
+    return done / elapsed
+
+
+def stack_processes(config: StackConfig) -> dict[str, psutil.Process]:
+    found: dict[str, psutil.Process] = {}
+    for spec in SPECS.values():
+        for service in replicas_of(config, spec):
+            pid = service.pid()
+            if pid:
+                found[service.name] = psutil.Process(pid)
+    for name, component in (("kafka", Kafka(config)), ("postgres", Postgres(config))):
+        pid = component.pid()
+        if pid:
+            found[name] = psutil.Process(pid)
+    return found
+
+
+def family(process: psutil.Process) -> list[psutil.Process]:
+    try:
+        return [process, *process.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    total = 0.0
+    for member in family(process):
+        try:
+            times = member.cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+def rss_mb(process: psutil.Process) -> float:
+    total = 0
+    for member in family(process):
+        try:
+            total += member.memory_info().rss
+        except psutil.NoSuchProcess:
+            continue
+    return total / 2**20
+
+
+async def sample_rss(
+    processes: dict[str, psutil.Process], peaks: dict[str, float], stop: asyncio.Event
+) -> None:
+    while not stop.is_set():
+        for name, process in processes.items():
+            peaks[name] = max(peaks.get(name, 0.0), rss_mb(process))
+        await asyncio.sleep(0.5)
+
+
+def chart(
+    series: list[dict[str, float]], e2e: list[tuple[float, float]], path: Path, title: str
+) -> None:
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 7), sharex=True)
+    t = [p["t"] for p in series]
+    top.plot(t, [p["accepted_per_s"] for p in series], label="accepted/s")
+    top.plot(t, [p["decided_per_s"] for p in series], label="decided/s")
+    top.set_ylabel("applications / s")
+    top.legend()
+    top.grid(alpha=0.3)
+    top.set_title(title)
+    bottom.plot(t, [p["post_p99_ms"] for p in series], label="POST p99 (per second)")
+    if e2e:
+        bottom.scatter(
+            [x for x, _ in e2e],
+            [y for _, y in e2e],
+            s=2,
+            alpha=0.3,
+            color="tab:red",
+            label="end-to-end (each)",
+        )
+    bottom.set_yscale("log")
+    bottom.set_ylabel("latency (ms)")
+    bottom.set_xlabel("seconds since start")
+    bottom.legend()
+    bottom.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+async def bench(rate: float, duration: float, concurrency: int, drain_s: float) -> dict[str, Any]:
+    config = StackConfig()
+    out_dir = config.root / ".bench"
+    out_dir.mkdir(exist_ok=True)
+    run = Run(
+        rate=rate,
+        duration=duration,
+        concurrency=concurrency,
+        marker=f"bench-{uuid.uuid4().hex[:8]}",
+    )
+    url = make_url(config.database_url)
+    pool = await asyncpg.create_pool(
+        host=url.host,
+        port=url.port,
+        user=url.username,
+        password=url.password,
+        database=url.database,
+        min_size=1,
+        max_size=2,
+    )
+    processes = stack_processes(config)
+    me = psutil.Process(os.getpid())
+    cpu_before = {name: cpu_seconds(p) for name, p in processes.items()}
+    my_cpu_before = resource.getrusage(resource.RUSAGE_SELF)
+    peaks: dict[str, float] = {}
+    stop = asyncio.Event()
+    print(
+        f"bench: {rate:.0f} applications/s for {duration:.0f} s against {config.api_url}"
+        f" (marker {run.marker})"
+    )
+    sampler = asyncio.create_task(sample_rss(processes, peaks, stop))
+    watcher = asyncio.create_task(progress(run, pool, stop))
+    await drive(run, config.api_url)
+    accepted = sum(1 for s in run.samples if s.status == 202)
+    drain_deadline = time.monotonic() + drain_s
+    while time.monotonic() < drain_deadline:
+        decided = await pool.fetchval(
+            "SELECT count(*) FROM applications WHERE applicant_name = $1 AND status <> 'PENDING'",
+            run.marker,
+        )
+        if decided >= accepted:
+            break
+        await asyncio.sleep(0.2)
+    stop.set()
+    series = await watcher
+    await sampler
+    my_cpu_after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_after = {name: cpu_seconds(p) for name, p in processes.items()}
+    rows = await pool.fetch(
+        "SELECT extract(epoch FROM created_at) AS created,"
+        " extract(epoch FROM updated_at) AS updated"
+        " FROM applications WHERE applicant_name = $1 AND status <> 'PENDING'",
+        run.marker,
+    )
+    await pool.close()
+
+    e2e_ms = [(float(r["updated"]) - float(r["created"])) * 1000 for r in rows]
+    first_created = min((float(r["created"]) for r in rows), default=0.0)
+    last_decided = max((float(r["updated"]) for r in rows), default=0.0)
+    decided_per_s = len(rows) / max(last_decided - first_created, duration) if rows else 0.0
+    post = [s.latency * 1000 for s in run.samples]
+    errors = Counter(str(s.status) for s in run.samples if s.status != 202)
+    print("floor: the same insert + update straight to PostgreSQL ...", flush=True)
+    floor_per_s = await floor(
+        config.database_url, concurrency=concurrency, seconds=min(10.0, duration)
+    )
+    generator_cpu = (my_cpu_after.ru_utime - my_cpu_before.ru_utime) + (
+        my_cpu_after.ru_stime - my_cpu_before.ru_stime
+    )
+    result: dict[str, Any] = {
+        "rate_target": rate,
+        "duration_s": duration,
+        "concurrency": concurrency,
+        "sent": len(run.samples),
+        "accepted": accepted,
+        "decided": len(rows),
+        "accepted_per_s": round(accepted / duration, 1),
+        "decided_per_s": round(decided_per_s, 1),
+        "post_p50_ms": round(percentile(post, 50), 2),
+        "post_p99_ms": round(percentile(post, 99), 2),
+        "post_max_ms": round(max(post, default=0.0), 2),
+        "e2e_p50_ms": round(percentile(e2e_ms, 50), 2),
+        "e2e_p99_ms": round(percentile(e2e_ms, 99), 2),
+        "e2e_max_ms": round(max(e2e_ms, default=0.0), 2),
+        "floor_per_s": round(floor_per_s, 1),
+        "ratio_to_floor": round(decided_per_s / floor_per_s, 3) if floor_per_s else 0.0,
+        "errors": dict(errors),
+        "cpu_s_per_application": {
+            name: round((cpu_after[name] - cpu_before[name]) / max(accepted, 1) * 1000, 3)
+            for name in processes
+        },
+        "cpu_unit": "ms of CPU per accepted application",
+        "load_generator_cpu_s": round(generator_cpu, 2),
+        "load_generator_cpu_share": round(generator_cpu / duration, 3),
+        "rss_mb": {name: round(value, 1) for name, value in peaks.items()},
+        "rss_mb_stack_total": round(sum(peaks.values()), 1),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        },
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(run.started_wall)),
+    }
+    (out_dir / "latest.json").write_text(json.dumps(result, indent=2))
+    chart(
+        series,
+        [(float(r["created"]) - run.started_wall, e) for r, e in zip(rows, e2e_ms, strict=True)],
+        out_dir / "latest.png",
+        f"{rate:.0f}/s target for {duration:.0f} s: decided {decided_per_s:.0f}/s, "
+        f"POST p99 {result['post_p99_ms']:.0f} ms, e2e p99 {result['e2e_p99_ms']:.0f} ms",
+    )
+    del me
+    return result
+
+
+def summary(result: dict[str, Any]) -> str:
+    lines = [
+        "",
+        f"target        {result['rate_target']:.0f}/s for {result['duration_s']:.0f} s",
+        f"accepted      {result['accepted_per_s']:.0f}/s   decided {result['decided_per_s']:.0f}/s"
+        f"   ({result['decided']}/{result['accepted']} decided)",
+        f"POST          p50 {result['post_p50_ms']:.1f} ms   p99 {result['post_p99_ms']:.1f} ms"
+        f"   max {result['post_max_ms']:.0f} ms",
+        f"end to end    p50 {result['e2e_p50_ms']:.1f} ms   p99 {result['e2e_p99_ms']:.1f} ms"
+        f"   max {result['e2e_max_ms']:.0f} ms",
+        f"floor         {result['floor_per_s']:.0f}/s"
+        f"   ratio_to_floor {result['ratio_to_floor']:.2f}",
+        f"errors        {result['errors'] or 'none'}",
+        "CPU ms/app    "
+        + "  ".join(f"{k} {v}" for k, v in result["cpu_s_per_application"].items()),
+        f"load gen CPU  {result['load_generator_cpu_share'] * 100:.0f}% of a core",
+        "peak RSS MB   "
+        + "  ".join(f"{k} {v:.0f}" for k, v in result["rss_mb"].items())
+        + f"  (total {result['rss_mb_stack_total']:.0f})",
+        "written       .bench/latest.json, .bench/latest.png",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--rate", type=float, default=500)
+    parser.add_argument("--duration", type=float, default=60)
+    parser.add_argument(
+        "--concurrency", type=int, default=64, help="HTTP connections and floor workers"
+    )
+    parser.add_argument(
+        "--drain", type=float, default=60, help="seconds to wait for the last decisions"
+    )
+    args = parser.parse_args()
+    result = uvloop.run(bench(args.rate, args.duration, args.concurrency, args.drain))
+    print(summary(result))
+
+
+if __name__ == "__main__":
+    main()
