@@ -41,24 +41,24 @@ async def test_breaker_opens_after_consecutive_failures_and_recovers(
         failures = []
         for _ in range(2):
             with pytest.raises(Exception) as failed:  # noqa: PT011 - any transient error
-                await handler(record)
+                await handler([record])
             failures.append(failed.value)
         assert all(is_transient(exc) and not isinstance(exc, RetryLaterError) for exc in failures)
         assert breaker.current_state == pybreaker.STATE_CLOSED
 
         with pytest.raises(RetryLaterError):  # the third failure trips it
-            await handler(record)
+            await handler([record])
         assert breaker.current_state == pybreaker.STATE_OPEN
         started = time.monotonic()
         with pytest.raises(RetryLaterError) as open_error:  # open: refused without touching the DB
-            await handler(record)
+            await handler([record])
         assert time.monotonic() - started < 0.1
         assert 0 < open_error.value.retry_after <= 2.0
     finally:
         await asyncio.to_thread(owned_stack.stack.start, "postgres")
 
     await asyncio.sleep(open_error.value.retry_after + 0.1)
-    await handler(record)  # half-open trial succeeds and closes the circuit
+    await handler([record])  # half-open trial succeeds and closes the circuit
     assert breaker.current_state == pybreaker.STATE_CLOSED
     row = await fetch_application(engine, application_id)
     assert (row.status, row.cibil_score) == ("PRE_APPROVED", 790)

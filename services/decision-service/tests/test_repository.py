@@ -2,72 +2,70 @@
 
 import uuid
 
-import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from decision_service.persistence.repository import Outcome, record_decision
+from decision_service.persistence.repository import (
+    BatchOutcome,
+    PendingDecision,
+    record_decisions,
+)
 from prequal_devstack.testing import fetch_application, insert_application
 from prequal_shared.db import create_session_factory
 from prequal_shared.domain import ApplicationStatus
-from prequal_shared.errors import UnknownApplicationError
 from prequal_shared.models import Decision, ProcessedEvent
 
+P, R = ApplicationStatus.PRE_APPROVED, ApplicationStatus.REJECTED
 
-async def record(
-    engine: AsyncEngine,
+
+async def record(engine: AsyncEngine, *decisions: PendingDecision) -> BatchOutcome:
+    async with create_session_factory(engine).begin() as session:
+        return await record_decisions(session, consumer="test", decisions=decisions)
+
+
+def decision(
     application_id: uuid.UUID,
-    event_id: uuid.UUID,
     status: ApplicationStatus,
     score: int,
-) -> Outcome:
-    async with create_session_factory(engine).begin() as session:
-        return await record_decision(
-            session,
-            consumer="test",
-            event_id=event_id,
-            application_id=application_id,
-            status=status,
-            cibil_score=score,
-        )
+    event_id: uuid.UUID | None = None,
+) -> PendingDecision:
+    return PendingDecision(
+        event_id=event_id or uuid.uuid4(),
+        application_id=application_id,
+        status=status,
+        cibil_score=score,
+    )
 
 
-async def decisions_for(engine: AsyncEngine, application_id: uuid.UUID) -> int:
+async def decisions_for(engine: AsyncEngine, *application_ids: uuid.UUID) -> int:
     async with engine.connect() as conn:
-        return int(
-            await conn.scalar(
-                select(func.count())
-                .select_from(Decision)
-                .where(Decision.application_id == application_id)
-            )
-            or 0
+        count = await conn.scalar(
+            select(func.count())
+            .select_from(Decision)
+            .where(Decision.application_id.in_(application_ids))
         )
+    return int(count or 0)
 
 
 async def test_a_pending_application_is_decided_once(engine: AsyncEngine) -> None:
     application_id = await insert_application(engine)
-    event_id = uuid.uuid4()
+    first = decision(application_id, P, 790)
     before = await fetch_application(engine, application_id)
 
-    assert (
-        await record(engine, application_id, event_id, ApplicationStatus.PRE_APPROVED, 790)
-        is Outcome.APPLIED
-    )
+    outcome = await record(engine, first)
+    assert outcome.applied == [application_id]
     row = await fetch_application(engine, application_id)
     assert (row.status, row.cibil_score) == ("PRE_APPROVED", 790)
     assert row.updated_at > before.updated_at
 
     # The same event again, and another report for the same application, change nothing.
-    assert (
-        await record(engine, application_id, event_id, ApplicationStatus.REJECTED, 300)
-        is Outcome.DUPLICATE_EVENT
-    )
-    assert (
-        await record(engine, application_id, uuid.uuid4(), ApplicationStatus.REJECTED, 300)
-        is Outcome.ALREADY_DECIDED
-    )
-    again = await fetch_application(engine, application_id)
-    assert (again.status, again.cibil_score, again.updated_at) == (
+    again = await record(engine, first)
+    assert again.duplicate_events == [first.event_id]
+    assert again.applied == []
+    contrary = await record(engine, decision(application_id, R, 300))
+    assert contrary.already_decided == [application_id]
+    after = await fetch_application(engine, application_id)
+    assert (after.status, after.cibil_score, after.updated_at) == (
         "PRE_APPROVED",
         790,
         row.updated_at,
@@ -75,16 +73,44 @@ async def test_a_pending_application_is_decided_once(engine: AsyncEngine) -> Non
     assert await decisions_for(engine, application_id) == 1
 
 
-async def test_an_unknown_application_is_a_permanent_error_and_leaves_no_trace(
-    engine: AsyncEngine,
-) -> None:
-    event_id = uuid.uuid4()
-    with pytest.raises(UnknownApplicationError):
-        await record(engine, uuid.uuid4(), event_id, ApplicationStatus.REJECTED, 610)
+async def test_a_mixed_batch_in_one_transaction(engine: AsyncEngine) -> None:
+    a = await insert_application(engine)
+    b = await insert_application(engine)
+    decided = await insert_application(engine, status="REJECTED", cibil_score=610)
+    unknown = uuid.uuid4()
+    first_a = decision(a, P, 790)
+    unknown_event = decision(unknown, R, 610)
+
+    outcome = await record(
+        engine,
+        first_a,
+        first_a,  # the same event twice in one batch
+        decision(a, R, 300),  # a second report for a in the same batch: the first wins
+        decision(b, R, 640),
+        decision(decided, P, 900),
+        unknown_event,
+    )
+
+    assert sorted(outcome.applied) == sorted([a, b])
+    assert outcome.unknown_applications == {unknown}
+    assert set(outcome.already_decided) == {a, decided}
+    assert [
+        (r.status, r.cibil_score)
+        for r in [await fetch_application(engine, x) for x in (a, b, decided)]
+    ] == [
+        ("PRE_APPROVED", 790),
+        ("REJECTED", 640),
+        ("REJECTED", 610),
+    ]
+    assert await decisions_for(engine, a, b, decided) == 2
     async with engine.connect() as conn:
         seen = await conn.scalar(
             select(func.count())
             .select_from(ProcessedEvent)
-            .where(ProcessedEvent.event_id == event_id)
+            .where(ProcessedEvent.event_id == unknown_event.event_id)
         )
     assert seen == 0  # so a replay after the cause is fixed is applied
+
+
+async def test_an_empty_batch_does_nothing(engine: AsyncEngine) -> None:
+    assert await record(engine) == BatchOutcome()

@@ -84,7 +84,7 @@ async def test_metrics_of_every_service_after_traffic(
         before_decision, "prequal_consumer_messages_total", **decided_ok
     )
     assert (
-        value(decision, "prequal_consumer_processing_seconds_count", consumer="decision-service")
+        value(decision, "prequal_consumer_batch_seconds_count", consumer="decision-service")
         >= 1
     )
     assert any(name == "prequal_consumer_lag" for name, _ in decision)

@@ -1,17 +1,18 @@
 """The consume loop both consumers share.
 
-Per message: parse and handle it in one unit of work; a permanent failure goes to the DLQ
-at once; a transient one is retried with capped exponential backoff and jitter (tenacity),
-and if it persists the consumer seeks back, pauses its partitions and tries again later,
-so the offset is never committed past a message that has not been handled. Offsets are
-committed after each batch, only for messages whose work is durable.
+Each fetched batch is handled in one unit of work (one transaction, or one round of produce
+acknowledgements). Messages that can never succeed go to the DLQ at once; a transient failure
+of the batch is retried with capped exponential backoff and jitter (tenacity), and if it
+persists the consumer seeks back, pauses its partitions and tries again later, so the
+offset is never committed past a message that has not been handled. Offsets are committed
+after each batch, once its work is durable.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -21,7 +22,6 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from tenacity import (
     AsyncRetrying,
-    RetryError,
     retry_if_exception,
     stop_after_delay,
     wait_exponential_jitter,
@@ -30,10 +30,12 @@ from tenacity import (
 from prequal_shared.errors import PermanentError, RetryLaterError, is_transient
 from prequal_shared.events import HEADER_CORRELATION_ID, header
 from prequal_shared.kafka import DeadLetterPublisher
-from prequal_shared.metrics import LAG, MESSAGES, PAUSED, PROCESSING_SECONDS
+from prequal_shared.metrics import BATCH_SECONDS, BATCH_SIZE, LAG, MESSAGES, PAUSED
 
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
-Handler = Callable[[Record], Awaitable[None]]
+Handler = Callable[[Sequence[Record]], Awaitable[Mapping[int, PermanentError]]]
+"""Handles a batch in one unit of work. Returns the messages that can never succeed (by index
+in the batch) for the dead-letter topic; raises for a failure of the whole batch."""
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -85,84 +87,86 @@ class ConsumerLoop:
                 continue
             if not batches:
                 continue
-            done: dict[TopicPartition, int] = {}
-            failed = False
-            for tp, records in batches.items():
-                if failed:
-                    self._consumer.seek(tp, records[0].offset)
-                    continue
-                for record in records:
-                    started = time.perf_counter()
-                    handled = await self._process(record)
-                    PROCESSING_SECONDS.labels(self._name, record.topic).observe(
-                        time.perf_counter() - started
-                    )
-                    if handled:
-                        done[tp] = record.offset + 1
-                    else:
-                        MESSAGES.labels(self._name, record.topic, "retried").inc()
-                        self._consumer.seek(tp, record.offset)
-                        failed = True
-                        break
+            records = [record for partition in batches.values() for record in partition]
+            started = time.perf_counter()
+            handled = await self._handle(records)
+            BATCH_SECONDS.labels(self._name).observe(time.perf_counter() - started)
+            BATCH_SIZE.labels(self._name).observe(len(records))
+            if not handled:
+                # Nothing past the first unhandled message may be committed: fetch it all again.
+                for tp, partition in batches.items():
+                    self._consumer.seek(tp, partition[0].offset)
+                MESSAGES.labels(self._name, records[0].topic, "retried").inc(len(records))
+                continue
+            done = {tp: partition[-1].offset + 1 for tp, partition in batches.items()}
             await self._commit(done)
             self._record_lag(done)
         log.info("consumer stopping")
 
-    async def _process(self, record: Record) -> bool:
-        """Handle one message; False means 'not handled, try again later'."""
-        structlog.contextvars.bind_contextvars(
-            correlation_id=header(record.headers, HEADER_CORRELATION_ID),
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-        )
+    async def _handle(self, records: list[Record]) -> bool:
+        """Handle a batch; False means 'not handled, fetch it again later'."""
         try:
-            try:
-                async for attempt in AsyncRetrying(
-                    retry=retry_if_exception(
-                        lambda exc: is_transient(exc) and not isinstance(exc, RetryLaterError)
-                    ),
-                    wait=wait_exponential_jitter(
-                        multiplier=self._policy.initial_s,
-                        max=self._policy.max_s,
-                        jitter=self._policy.initial_s,
-                    ),
-                    stop=stop_after_delay(self._policy.budget_s),
-                    reraise=True,
-                ):
-                    with attempt:
-                        await self._handler(record)
-            except PermanentError as exc:
-                return await self._dead_letter(record, exc)
-            except RetryLaterError as exc:
-                log.warning(
-                    "dependency unavailable, pausing", error=str(exc), retry_after=exc.retry_after
-                )
-                self._pause(exc.retry_after)
-                return False
-            except RetryError as exc:  # pragma: no cover - reraise=True makes this unreachable
-                log.warning("retries exhausted", error=str(exc))
+            failures = await self._attempt(records)
+        except RetryLaterError as exc:
+            log.warning(
+                "dependency unavailable, pausing", error=str(exc), retry_after=exc.retry_after
+            )
+            self._pause(exc.retry_after)
+            return False
+        except Exception as exc:
+            if is_transient(exc):
+                log.warning("transient failure persists, pausing", error=repr(exc))
                 self._pause(self._policy.pause_s)
                 return False
-            except Exception as exc:
-                if is_transient(exc):
-                    log.warning("transient failure persists, pausing", error=repr(exc))
-                    self._pause(self._policy.pause_s)
-                    return False
-                key = (record.topic, record.partition, record.offset)
-                self._unexpected[key] = self._unexpected.get(key, 0) + 1
-                log.exception("unexpected failure", attempt=self._unexpected[key])
-                if self._unexpected[key] >= self._policy.unexpected_attempts:
-                    del self._unexpected[key]
-                    return await self._dead_letter(record, exc)
-                self._pause(self._policy.initial_s * 2 ** self._unexpected[key])
+            if len(records) > 1:
+                log.warning("batch failed unexpectedly; handling its messages one at a time")
+                for record in records:
+                    if not await self._handle([record]):
+                        return False
+                return True
+            return await self._unexpected_failure(records[0], exc)
+        for index, error in sorted(failures.items()):
+            if not await self._dead_letter(records[index], error):
                 return False
-            MESSAGES.labels(self._name, record.topic, "processed").inc()
-            return True
-        finally:
-            structlog.contextvars.unbind_contextvars(
-                "correlation_id", "topic", "partition", "offset", "application_id", "pan"
-            )
+        processed = len(records) - len(failures)
+        if processed:
+            MESSAGES.labels(self._name, records[0].topic, "processed").inc(processed)
+        return True
+
+    async def _attempt(self, records: list[Record]) -> Mapping[int, PermanentError]:
+        """Call the handler, retrying transient failures in place for a short while."""
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(
+                lambda exc: is_transient(exc) and not isinstance(exc, RetryLaterError)
+            ),
+            wait=wait_exponential_jitter(
+                multiplier=self._policy.initial_s,
+                max=self._policy.max_s,
+                jitter=self._policy.initial_s,
+            ),
+            stop=stop_after_delay(self._policy.budget_s),
+            reraise=True,
+        ):
+            with attempt:
+                return await self._handler(records)
+        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+    async def _unexpected_failure(self, record: Record, error: Exception) -> bool:
+        """A bug, probably: retry a few times, then dead-letter the message so the rest flows."""
+        key = (record.topic, record.partition, record.offset)
+        self._unexpected[key] = self._unexpected.get(key, 0) + 1
+        log.error(
+            "unexpected failure",
+            attempt=self._unexpected[key],
+            offset=record.offset,
+            correlation_id=header(record.headers, HEADER_CORRELATION_ID),
+            exc_info=error,
+        )
+        if self._unexpected[key] >= self._policy.unexpected_attempts:
+            del self._unexpected[key]
+            return await self._dead_letter(record, error)
+        self._pause(self._policy.initial_s * 2 ** self._unexpected[key])
+        return False
 
     async def _dead_letter(self, record: Record, error: BaseException) -> bool:
         try:
@@ -171,7 +175,15 @@ class ConsumerLoop:
             log.warning("dead-letter publish failed, will retry", error=repr(exc))
             self._pause(self._policy.pause_s)
             return False
-        log.warning("message dead-lettered", error=str(error), error_type=type(error).__name__)
+        log.warning(
+            "message dead-lettered",
+            error=str(error),
+            error_type=type(error).__name__,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            correlation_id=header(record.headers, HEADER_CORRELATION_ID),
+        )
         MESSAGES.labels(self._name, record.topic, "dead_lettered").inc()
         return True
 

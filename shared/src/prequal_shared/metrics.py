@@ -9,11 +9,17 @@ MESSAGES = Counter(
     "Messages handled by a consumer, by outcome (processed, dead_lettered, retried).",
     ["consumer", "topic", "outcome"],
 )
-PROCESSING_SECONDS = Histogram(
-    "prequal_consumer_processing_seconds",
-    "Time to handle one message, retries included.",
-    ["consumer", "topic"],
+BATCH_SECONDS = Histogram(
+    "prequal_consumer_batch_seconds",
+    "Time to handle one fetched batch of messages (one unit of work), retries included.",
+    ["consumer"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+BATCH_SIZE = Histogram(
+    "prequal_consumer_batch_size",
+    "Messages per fetched batch.",
+    ["consumer"],
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
 )
 LAG = Gauge(
     "prequal_consumer_lag",

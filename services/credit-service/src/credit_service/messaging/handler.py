@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Sequence
 
 import structlog
 from aiokafka import AIOKafkaProducer
@@ -10,6 +12,7 @@ from aiokafka import AIOKafkaProducer
 from credit_service.domain.scoring import cibil_score
 from prequal_shared.consumer import Record
 from prequal_shared.domain import mask_pan
+from prequal_shared.errors import PermanentError
 from prequal_shared.events import (
     ApplicationSubmittedEvent,
     CreditReportGenerated,
@@ -49,23 +52,40 @@ def credit_report_for(event: ApplicationSubmittedEvent) -> CreditReportGenerated
 
 
 class CreditReportHandler:
+    """Scores a batch and publishes its reports together: one round of acknowledgements."""
+
     def __init__(self, *, producer: AIOKafkaProducer, topic: str) -> None:
         self._producer = producer
         self._topic = topic
 
-    async def __call__(self, record: Record) -> None:
-        event = decode(ApplicationSubmittedEvent, record.value)
-        application = event.payload
-        structlog.contextvars.bind_contextvars(
-            correlation_id=event.correlation_id,
-            application_id=str(application.application_id),
-            pan=mask_pan(application.pan_number),
-        )
-        report = credit_report_for(event)
-        await self._producer.send_and_wait(
-            self._topic,
-            value=encode(report),
-            key=str(application.application_id).encode(),
-            headers=headers_for(report),
-        )
-        log.info("credit report published", cibil_score=report.payload.cibil_score)
+    async def __call__(self, records: Sequence[Record]) -> dict[int, PermanentError]:
+        failures: dict[int, PermanentError] = {}
+        acks = []
+        published: list[tuple[ApplicationSubmittedEvent, CreditReportGeneratedEvent]] = []
+        for index, record in enumerate(records):
+            try:
+                event = decode(ApplicationSubmittedEvent, record.value)
+            except PermanentError as exc:
+                failures[index] = exc
+                continue
+            report = credit_report_for(event)
+            acks.append(
+                await self._producer.send(
+                    self._topic,
+                    value=encode(report),
+                    key=str(report.payload.application_id).encode(),
+                    headers=headers_for(report),
+                )
+            )
+            published.append((event, report))
+        # Only when every report is acknowledged is the batch done (and its offsets committed).
+        await asyncio.gather(*acks)
+        for event, report in published:
+            log.info(
+                "credit report published",
+                correlation_id=event.correlation_id,
+                application_id=str(report.payload.application_id),
+                pan=mask_pan(event.payload.pan_number),
+                cibil_score=report.payload.cibil_score,
+            )
+        return failures

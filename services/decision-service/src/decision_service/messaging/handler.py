@@ -1,6 +1,8 @@
-"""Turns a credit report into a decision: parse, decide, record it once."""
+"""Turns credit reports into decisions: parse, decide, record the batch in one transaction."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import pybreaker
 import structlog
@@ -8,8 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from decision_service.domain.rules import decide
 from decision_service.messaging.breaker import guarded
-from decision_service.persistence.repository import record_decision
+from decision_service.persistence.repository import PendingDecision, record_decisions
 from prequal_shared.consumer import Record
+from prequal_shared.errors import PermanentError, UnknownApplicationError
 from prequal_shared.events import CreditReportGeneratedEvent, decode
 
 log = structlog.stdlib.get_logger(__name__)
@@ -27,27 +30,50 @@ class DecisionHandler:
         self._breaker = breaker
         self._consumer_name = consumer_name
 
-    async def __call__(self, record: Record) -> None:
-        event = decode(CreditReportGeneratedEvent, record.value)
-        report = event.payload
-        structlog.contextvars.bind_contextvars(
-            correlation_id=event.correlation_id, application_id=str(report.application_id)
-        )
-        status = decide(
-            cibil_score=report.cibil_score,
-            monthly_income_inr=report.monthly_income_inr,
-            loan_amount_inr=report.loan_amount_inr,
-        )
+    async def __call__(self, records: Sequence[Record]) -> dict[int, PermanentError]:
+        failures: dict[int, PermanentError] = {}
+        parsed: list[tuple[int, CreditReportGeneratedEvent, PendingDecision]] = []
+        for index, record in enumerate(records):
+            try:
+                event = decode(CreditReportGeneratedEvent, record.value)
+            except PermanentError as exc:
+                failures[index] = exc
+                continue
+            report = event.payload
+            status = decide(
+                cibil_score=report.cibil_score,
+                monthly_income_inr=report.monthly_income_inr,
+                loan_amount_inr=report.loan_amount_inr,
+            )
+            parsed.append(
+                (
+                    index,
+                    event,
+                    PendingDecision(
+                        event_id=event.event_id,
+                        application_id=report.application_id,
+                        status=status,
+                        cibil_score=report.cibil_score,
+                    ),
+                )
+            )
         with guarded(self._breaker):
             async with self._sessions.begin() as session:
-                outcome = await record_decision(
-                    session,
-                    consumer=self._consumer_name,
-                    event_id=event.event_id,
-                    application_id=report.application_id,
-                    status=status,
-                    cibil_score=report.cibil_score,
+                outcome = await record_decisions(
+                    session, consumer=self._consumer_name, decisions=[d for _, _, d in parsed]
                 )
-        log.info(
-            "decision recorded", status=status, cibil_score=report.cibil_score, outcome=outcome
-        )
+        applied = set(outcome.applied)
+        for index, event, decision in parsed:
+            if decision.application_id in outcome.unknown_applications:
+                failures[index] = UnknownApplicationError(
+                    f"application {decision.application_id} does not exist"
+                )
+                continue
+            log.info(
+                "decision recorded" if decision.application_id in applied else "decision unchanged",
+                correlation_id=event.correlation_id,
+                application_id=str(decision.application_id),
+                status=decision.status,
+                cibil_score=decision.cibil_score,
+            )
+        return failures

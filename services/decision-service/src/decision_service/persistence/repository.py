@@ -1,65 +1,130 @@
-"""Writes of the decision service. Flushes only: the caller owns the transaction."""
+"""Writes of the decision service. Flushes only: the caller owns the transaction.
+
+A batch of decisions is applied with a handful of set-based statements, whatever its size:
+dedupe by event id, move only PENDING rows, write one audit row per decided application.
+"""
 
 from __future__ import annotations
 
 import uuid
-from enum import StrEnum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
-from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY, INTEGER, UUID, VARCHAR
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prequal_shared.domain import ApplicationStatus
-from prequal_shared.errors import UnknownApplicationError
-from prequal_shared.models import Application, Decision, ProcessedEvent
 
 
-class Outcome(StrEnum):
-    APPLIED = "applied"
-    DUPLICATE_EVENT = "duplicate_event"
-    ALREADY_DECIDED = "already_decided"
+@dataclass(frozen=True, slots=True)
+class PendingDecision:
+    event_id: uuid.UUID
+    application_id: uuid.UUID
+    status: ApplicationStatus
+    cibil_score: int
 
 
-async def mark_processed(session: AsyncSession, *, consumer: str, event_id: uuid.UUID) -> bool:
-    """Record that `consumer` handled `event_id`; False if it already had."""
-    result = await session.execute(
-        insert(ProcessedEvent)
-        .values(consumer=consumer, event_id=event_id)
-        .on_conflict_do_nothing()
-        .returning(ProcessedEvent.event_id)
+@dataclass(slots=True)
+class BatchOutcome:
+    applied: list[uuid.UUID] = field(default_factory=list)
+    """Applications moved from PENDING to their decision by this batch."""
+    duplicate_events: list[uuid.UUID] = field(default_factory=list)
+    """Events this consumer had already applied (redelivery, relay or replay): ignored."""
+    already_decided: list[uuid.UUID] = field(default_factory=list)
+    """Applications that were not PENDING any more: left as they were."""
+    unknown_applications: set[uuid.UUID] = field(default_factory=set)
+    """Applications that do not exist: their events were not recorded as processed."""
+
+
+_UUIDS = ARRAY(UUID(as_uuid=True))
+
+_KNOWN = text("SELECT id FROM applications WHERE id = ANY(:ids)").bindparams(
+    bindparam("ids", type_=_UUIDS)
+)
+_MARK_PROCESSED = text(
+    "INSERT INTO processed_events (consumer, event_id) "
+    "SELECT :consumer, unnest(:event_ids) "
+    "ON CONFLICT DO NOTHING RETURNING event_id"
+).bindparams(bindparam("event_ids", type_=_UUIDS))
+_DECIDE = text(
+    "UPDATE applications AS a SET status = d.status, cibil_score = d.cibil_score "
+    "FROM unnest(:ids, :statuses, :scores) AS d(id, status, cibil_score) "
+    "WHERE a.id = d.id AND a.status = 'PENDING' "
+    "RETURNING a.id"
+).bindparams(
+    bindparam("ids", type_=_UUIDS),
+    bindparam("statuses", type_=ARRAY(VARCHAR)),
+    bindparam("scores", type_=ARRAY(INTEGER)),
+)
+_AUDIT = text(
+    "INSERT INTO decisions (application_id, event_id, status, cibil_score) "
+    "SELECT * FROM unnest(:ids, :event_ids, :statuses, :scores)"
+).bindparams(
+    bindparam("ids", type_=_UUIDS),
+    bindparam("event_ids", type_=_UUIDS),
+    bindparam("statuses", type_=ARRAY(VARCHAR)),
+    bindparam("scores", type_=ARRAY(INTEGER)),
+)
+
+
+async def record_decisions(
+    session: AsyncSession, *, consumer: str, decisions: Sequence[PendingDecision]
+) -> BatchOutcome:
+    """Apply a batch of decisions, each at most once, never over a decided application."""
+    outcome = BatchOutcome()
+    if not decisions:
+        return outcome
+    requested = list({d.application_id for d in decisions})
+    known = set((await session.execute(_KNOWN, {"ids": requested})).scalars())
+    outcome.unknown_applications = set(requested) - known
+    candidates = [d for d in decisions if d.application_id in known]
+    if not candidates:
+        return outcome
+
+    event_ids = list(dict.fromkeys(d.event_id for d in candidates))
+    fresh = set(
+        (
+            await session.execute(_MARK_PROCESSED, {"consumer": consumer, "event_ids": event_ids})
+        ).scalars()
     )
-    return result.first() is not None
+    first_per_application: dict[uuid.UUID, PendingDecision] = {}
+    for decision in candidates:
+        if decision.event_id not in fresh:
+            outcome.duplicate_events.append(decision.event_id)
+        elif decision.application_id in first_per_application:
+            outcome.already_decided.append(decision.application_id)
+        else:
+            first_per_application[decision.application_id] = decision
+    if not first_per_application:
+        return outcome
 
-
-async def record_decision(
-    session: AsyncSession,
-    *,
-    consumer: str,
-    event_id: uuid.UUID,
-    application_id: uuid.UUID,
-    status: ApplicationStatus,
-    cibil_score: int,
-) -> Outcome:
-    """Move a PENDING application to its decision, once; anything else changes nothing."""
-    if not await mark_processed(session, consumer=consumer, event_id=event_id):
-        return Outcome.DUPLICATE_EVENT
-    moved = await session.execute(
-        update(Application)
-        .where(Application.id == application_id, Application.status == ApplicationStatus.PENDING)
-        .values(status=status, cibil_score=cibil_score)
-        .returning(Application.id)
+    chosen = list(first_per_application.values())
+    moved = set(
+        (
+            await session.execute(
+                _DECIDE,
+                {
+                    "ids": [d.application_id for d in chosen],
+                    "statuses": [d.status.value for d in chosen],
+                    "scores": [d.cibil_score for d in chosen],
+                },
+            )
+        ).scalars()
     )
-    if moved.first() is None:
-        current = await session.scalar(
-            select(Application.status).where(Application.id == application_id)
+    applied = [d for d in chosen if d.application_id in moved]
+    outcome.applied = [d.application_id for d in applied]
+    outcome.already_decided.extend(
+        d.application_id for d in chosen if d.application_id not in moved
+    )
+    if applied:
+        await session.execute(
+            _AUDIT,
+            {
+                "ids": [d.application_id for d in applied],
+                "event_ids": [d.event_id for d in applied],
+                "statuses": [d.status.value for d in applied],
+                "scores": [d.cibil_score for d in applied],
+            },
         )
-        if current is None:
-            msg = f"application {application_id} does not exist"
-            raise UnknownApplicationError(msg)
-        return Outcome.ALREADY_DECIDED
-    await session.execute(
-        insert(Decision).values(
-            application_id=application_id, event_id=event_id, status=status, cibil_score=cibil_score
-        )
-    )
-    return Outcome.APPLIED
+    return outcome
