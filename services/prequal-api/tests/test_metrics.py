@@ -83,10 +83,7 @@ async def test_metrics_of_every_service_after_traffic(
     assert value(decision, "prequal_consumer_messages_total", **decided_ok) > value(
         before_decision, "prequal_consumer_messages_total", **decided_ok
     )
-    assert (
-        value(decision, "prequal_consumer_batch_seconds_count", consumer="decision-service")
-        >= 1
-    )
+    assert value(decision, "prequal_consumer_batch_seconds_count", consumer="decision-service") >= 1
     assert any(name == "prequal_consumer_lag" for name, _ in decision)
     assert ("prequal_circuit_breaker_state", frozenset({("breaker", "postgres")})) in decision
     assert value(decision, "prequal_circuit_breaker_state", breaker="postgres") == 0

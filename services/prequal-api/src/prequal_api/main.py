@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import structlog
-from fastapi import FastAPI, Request, Response
+from asgi_correlation_id import CorrelationIdMiddleware
+from fastapi import FastAPI
 from prometheus_fastapi_instrumentator import Instrumentator
 
 from prequal_api.api.deps import CORRELATION_HEADER
@@ -41,7 +42,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             batch_size=settings.outbox_batch_size,
         )
         app.state.settings = settings
-        app.state.sessions = sessions
+        app.state.statements = engine.execution_options(isolation_level="AUTOCOMMIT")
         app.state.relay = relay
         stop = asyncio.Event()
         relay_task = asyncio.create_task(relay.run(stop), name="outbox-relay")
@@ -71,18 +72,10 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         excluded_handlers=["/metrics", "/health", "/health/ready"],
     ).instrument(app).expose(app, include_in_schema=False)
 
-    @app.middleware("http")
-    async def correlation_id(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        value = request.headers.get(CORRELATION_HEADER) or str(uuid.uuid4())
-        request.state.correlation_id = value[:128]
-        structlog.contextvars.bind_contextvars(correlation_id=request.state.correlation_id)
-        try:
-            response = await call_next(request)
-        finally:
-            structlog.contextvars.unbind_contextvars("correlation_id")
-        response.headers[CORRELATION_HEADER] = request.state.correlation_id
-        return response
-
+    app.add_middleware(
+        CorrelationIdMiddleware,
+        header_name=CORRELATION_HEADER,
+        generator=lambda: str(uuid.uuid4()),
+        validator=lambda value: 0 < len(value) <= 128 and value.isprintable(),
+    )
     return app

@@ -1,14 +1,14 @@
-"""Request-scoped dependencies: one transaction per request, correlation id, settings."""
+"""Request-scoped dependencies: the unit of work, correlation id, settings."""
 
 from __future__ import annotations
 
 import contextlib
-import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated
 
+from asgi_correlation_id import correlation_id
 from fastapi import Depends, Request
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from prequal_api.messaging.outbox_relay import OutboxRelay
 from prequal_api.settings import ApiSettings
@@ -27,29 +27,30 @@ def get_relay(request: Request) -> OutboxRelay:
     return relay
 
 
-def get_correlation_id(request: Request) -> str:
-    correlation_id: str = getattr(request.state, "correlation_id", None) or str(uuid.uuid4())
-    return correlation_id
+def get_correlation_id() -> str:
+    """Set by the correlation-id middleware from X-Correlation-ID (or made up) for each request."""
+    return correlation_id.get() or ""
+
+
+def get_statements(request: Request) -> AsyncEngine:
+    engine: AsyncEngine = request.app.state.statements
+    return engine
 
 
 @contextlib.asynccontextmanager
-async def transaction(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
-    """Commit on success, roll back on error; a database outage becomes a 503, fast."""
+async def unit_of_work(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection in autocommit mode: each request's work is one statement, and so one
+    transaction, with no BEGIN/COMMIT round trips. A database outage becomes a fast 503."""
     try:
-        async with sessions.begin() as session:
-            yield session
+        async with engine.connect() as conn:
+            yield conn
     except Exception as exc:
         if is_transient(exc):
             raise DependencyUnavailableError("the database is unavailable") from exc
         raise
 
 
-def get_sessions(request: Request) -> async_sessionmaker[AsyncSession]:
-    sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
-    return sessions
-
-
 SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
 RelayDep = Annotated[OutboxRelay, Depends(get_relay)]
 CorrelationIdDep = Annotated[str, Depends(get_correlation_id)]
-SessionsDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessions)]
+StatementsDep = Annotated[AsyncEngine, Depends(get_statements)]

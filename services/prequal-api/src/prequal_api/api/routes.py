@@ -15,9 +15,9 @@ from prequal_api.api.decimal_json import DecimalJSONRoute
 from prequal_api.api.deps import (
     CorrelationIdDep,
     RelayDep,
-    SessionsDep,
     SettingsDep,
-    transaction,
+    StatementsDep,
+    unit_of_work,
 )
 from prequal_api.api.schemas import (
     ApplicationAccepted,
@@ -45,15 +45,15 @@ _UNAVAILABLE: dict[int | str, dict[str, Any]] = {
 )
 async def create_application(
     application: ApplicationIn,
-    sessions: SessionsDep,
+    statements: StatementsDep,
     relay: RelayDep,
     settings: SettingsDep,
     correlation_id: CorrelationIdDep,
 ) -> ApplicationAccepted:
     """Stores the application as PENDING; its decision arrives asynchronously (poll the status)."""
-    async with transaction(sessions) as session:
+    async with unit_of_work(statements) as conn:
         application_id = await submit_application(
-            session,
+            conn,
             application=application,
             correlation_id=correlation_id,
             topic=settings.topic_applications_submitted,
@@ -61,6 +61,7 @@ async def create_application(
     relay.notify()
     log.info(
         "application accepted",
+        correlation_id=correlation_id,
         application_id=str(application_id),
         pan=mask_pan(application.pan_number),
     )
@@ -74,10 +75,10 @@ async def create_application(
     summary="Current status of an application",
 )
 async def get_application_status(
-    application_id: uuid.UUID, sessions: SessionsDep
+    application_id: uuid.UUID, statements: StatementsDep
 ) -> ApplicationStatusOut:
-    async with transaction(sessions) as session:
-        view = await application_status(session, application_id)
+    async with unit_of_work(statements) as conn:
+        view = await application_status(conn, application_id)
     return ApplicationStatusOut(
         application_id=view.application_id,
         status=view.status,
@@ -92,12 +93,12 @@ async def health() -> dict[str, str]:
 
 
 @router.get("/health/ready", summary="Readiness: PostgreSQL and Kafka answer", response_model=None)
-async def ready(sessions: SessionsDep, relay: RelayDep) -> JSONResponse:
+async def ready(statements: StatementsDep, relay: RelayDep) -> JSONResponse:
     checks: dict[str, Any] = {}
     try:
         async with asyncio.timeout(2):
-            async with sessions() as session:
-                await session.execute(text("SELECT 1"))
+            async with statements.connect() as conn:
+                await conn.execute(text("SELECT 1"))
         checks["postgres"] = "ok"
     except Exception as exc:
         checks["postgres"] = f"down: {type(exc).__name__}"

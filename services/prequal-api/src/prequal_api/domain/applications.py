@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from prequal_api.api.schemas import ApplicationIn
 from prequal_api.persistence import repository
@@ -30,20 +30,18 @@ class StatusView:
 
 
 async def submit_application(
-    session: AsyncSession, *, application: ApplicationIn, correlation_id: str, topic: str
+    conn: AsyncConnection, *, application: ApplicationIn, correlation_id: str, topic: str
 ) -> uuid.UUID:
-    """Store the application as PENDING and its event in the outbox, in the caller's transaction."""
+    """Store the application as PENDING together with its event for the outbox relay."""
     application_id = uuid.uuid4()
     fields = application.model_dump()
-    await repository.add_application(
-        session, {"id": application_id, **fields, "status": ApplicationStatus.PENDING}
-    )
     event = ApplicationSubmittedEvent(
         payload=ApplicationSubmitted(application_id=application_id, **fields),
         **new_event_fields(correlation_id=correlation_id),
     )
-    await repository.add_outbox_event(
-        session,
+    await repository.add_application_with_event(
+        conn,
+        application={"id": application_id, **fields, "status": ApplicationStatus.PENDING},
         event_id=event.event_id,
         topic=topic,
         key=str(application_id).encode(),
@@ -53,8 +51,8 @@ async def submit_application(
     return application_id
 
 
-async def application_status(session: AsyncSession, application_id: uuid.UUID) -> StatusView:
-    found = await repository.get_status(session, application_id)
+async def application_status(conn: AsyncConnection, application_id: uuid.UUID) -> StatusView:
+    found = await repository.get_status(conn, application_id)
     if found is None:
         msg = f"application {application_id} not found"
         raise ApplicationNotFoundError(msg)

@@ -1,4 +1,4 @@
-"""Reads and writes of the API. Flushes only: the request owns the transaction."""
+"""Reads and writes of the API. Never commits: the caller owns the unit of work."""
 
 from __future__ import annotations
 
@@ -8,36 +8,36 @@ from typing import Any
 
 from sqlalchemy import select, text, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from prequal_shared.models import Application, OutboxEvent
 
 
-async def add_application(session: AsyncSession, application: dict[str, Any]) -> None:
-    await session.execute(insert(Application).values(**application))
-
-
-async def add_outbox_event(
-    session: AsyncSession,
+async def add_application_with_event(
+    conn: AsyncConnection,
     *,
+    application: dict[str, Any],
     event_id: uuid.UUID,
     topic: str,
     key: bytes,
     payload: bytes,
     headers: dict[str, str],
 ) -> None:
-    await session.execute(
-        insert(OutboxEvent).values(
-            event_id=event_id, topic=topic, message_key=key, payload=payload, headers=headers
-        )
+    """The application row and its outbox event in ONE statement (a data-modifying CTE):
+    atomic on its own, so it needs no BEGIN/COMMIT round trips around it."""
+    new_application = insert(Application).values(**application).cte("new_application")
+    await conn.execute(
+        insert(OutboxEvent)
+        .values(event_id=event_id, topic=topic, message_key=key, payload=payload, headers=headers)
+        .add_cte(new_application)
     )
 
 
 async def get_status(
-    session: AsyncSession, application_id: uuid.UUID
+    conn: AsyncConnection, application_id: uuid.UUID
 ) -> tuple[str, int | None, datetime] | None:
     row = (
-        await session.execute(
+        await conn.execute(
             select(Application.status, Application.cibil_score, Application.updated_at).where(
                 Application.id == application_id
             )
