@@ -222,22 +222,28 @@ def family(process: psutil.Process) -> list[psutil.Process]:
 
 
 def cpu_seconds(process: psutil.Process) -> float:
+    """CPU of a process and its children, including children that exited and were reaped
+    (PostgreSQL's backends come and go)."""
     total = 0.0
-    for member in family(process):
+    for index, member in enumerate(family(process)):
         try:
             times = member.cpu_times()
-            total += times.user + times.system
         except psutil.NoSuchProcess:
             continue
+        total += times.user + times.system
+        if index == 0:
+            total += times.children_user + times.children_system
     return total
 
 
 def rss_mb(process: psutil.Process) -> float:
+    """Memory of a process and its children as PSS: shared pages (PostgreSQL's shared buffers)
+    are divided among the processes that map them instead of counted once per backend."""
     total = 0
     for member in family(process):
         try:
-            total += member.memory_info().rss
-        except psutil.NoSuchProcess:
+            total += member.memory_full_info().pss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return total / 2**20
 
@@ -376,6 +382,7 @@ async def bench(rate: float, duration: float, concurrency: int, drain_s: float) 
         "load_generator_cpu_s": round(generator_cpu, 2),
         "load_generator_cpu_share": round(generator_cpu / duration, 3),
         "rss_mb": {name: round(value, 1) for name, value in peaks.items()},
+        "rss_note": "peak proportional set size (PSS) of each process with its children",
         "rss_mb_stack_total": round(sum(peaks.values()), 1),
         "machine": {
             "cpus": os.cpu_count(),
