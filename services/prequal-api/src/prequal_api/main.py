@@ -32,7 +32,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings, application_name=SERVICE)
+        engine = create_engine(settings, application_name=SERVICE, pre_ping=False)
         sessions = create_session_factory(engine)
         producer = create_producer(settings, client_id=SERVICE)
         relay = OutboxRelay(
