@@ -35,14 +35,16 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         engine = create_engine(settings, application_name=SERVICE, pre_ping=False)
         sessions = create_session_factory(engine)
         producer = create_producer(settings, client_id=SERVICE)
+        statements = engine.execution_options(isolation_level="AUTOCOMMIT")
         relay = OutboxRelay(
             sessions=sessions,
+            statements=statements,
             producer=producer,
             sweep_interval_s=settings.outbox_sweep_interval_s,
             batch_size=settings.outbox_batch_size,
         )
         app.state.settings = settings
-        app.state.statements = engine.execution_options(isolation_level="AUTOCOMMIT")
+        app.state.statements = statements
         app.state.relay = relay
         stop = asyncio.Event()
         relay_task = asyncio.create_task(relay.run(stop), name="outbox-relay")

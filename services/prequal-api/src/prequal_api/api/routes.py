@@ -52,13 +52,13 @@ async def create_application(
 ) -> ApplicationAccepted:
     """Stores the application as PENDING; its decision arrives asynchronously (poll the status)."""
     async with unit_of_work(statements) as conn:
-        application_id = await submit_application(
+        application_id, event = await submit_application(
             conn,
             application=application,
             correlation_id=correlation_id,
             topic=settings.topic_applications_submitted,
         )
-    relay.notify()
+    relay.publish_soon(event)
     log.info(
         "application accepted",
         correlation_id=correlation_id,

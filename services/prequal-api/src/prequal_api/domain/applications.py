@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from prequal_api.api.schemas import ApplicationIn
 from prequal_api.persistence import repository
+from prequal_api.persistence.repository import OutboxMessage
 from prequal_shared.domain import ApplicationStatus
 from prequal_shared.errors import ApplicationNotFoundError
 from prequal_shared.events import (
@@ -31,24 +32,27 @@ class StatusView:
 
 async def submit_application(
     conn: AsyncConnection, *, application: ApplicationIn, correlation_id: str, topic: str
-) -> uuid.UUID:
-    """Store the application as PENDING together with its event for the outbox relay."""
+) -> tuple[uuid.UUID, OutboxMessage]:
+    """Store the application as PENDING together with its event, for the outbox relay."""
     application_id = uuid.uuid4()
     fields = application.model_dump()
     event = ApplicationSubmittedEvent(
         payload=ApplicationSubmitted(application_id=application_id, **fields),
         **new_event_fields(correlation_id=correlation_id),
     )
-    await repository.add_application_with_event(
-        conn,
-        application={"id": application_id, **fields, "status": ApplicationStatus.PENDING},
+    message = OutboxMessage(
         event_id=event.event_id,
         topic=topic,
         key=str(application_id).encode(),
         payload=encode(event),
         headers={name: value.decode() for name, value in headers_for(event)},
     )
-    return application_id
+    await repository.add_application_with_event(
+        conn,
+        application={"id": application_id, **fields, "status": ApplicationStatus.PENDING},
+        event=message,
+    )
+    return application_id, message
 
 
 async def application_status(conn: AsyncConnection, application_id: uuid.UUID) -> StatusView:

@@ -1,9 +1,12 @@
 """Publishes outbox events to Kafka and marks them sent only once the broker acknowledged them.
 
-Woken right after each commit (the fast path) and every few seconds regardless (the sweep,
-which catches events left behind by a crash or a Kafka outage). Several API processes can
-relay side by side: rows are claimed with SKIP LOCKED, and a rare double publication is
-harmless because consumers recognise events by id.
+Two paths. The fast path: right after its commit, a request hands its event to the relay in
+memory; the relay sends whatever has queued up as one batch, awaits the acknowledgements and
+marks the batch published with one statement. The sweep, every few seconds: events still
+unpublished after a grace period (the fast path failed, Kafka was down, the process crashed
+before publishing) are claimed with `FOR UPDATE SKIP LOCKED`, sent and marked. Several API
+processes can relay side by side; a rare double publication is harmless because consumers
+recognise events by id.
 """
 
 from __future__ import annotations
@@ -12,16 +15,21 @@ import asyncio
 import contextlib
 import random
 import time
+from collections.abc import Sequence
 
 import structlog
 from aiokafka import AIOKafkaProducer
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from prequal_api.persistence import repository
+from prequal_api.persistence.repository import OutboxMessage
 from prequal_shared.errors import is_transient
 from prequal_shared.metrics import OUTBOX_BACKLOG, OUTBOX_PUBLISHED
 
 log = structlog.stdlib.get_logger(__name__)
+
+SWEEP_GRACE_S = 5.0
+"""An event is left to the fast path for this long before the sweep takes it over."""
 
 
 class OutboxRelay:
@@ -29,20 +37,19 @@ class OutboxRelay:
         self,
         *,
         sessions: async_sessionmaker[AsyncSession],
+        statements: AsyncEngine,
         producer: AIOKafkaProducer,
         sweep_interval_s: float,
         batch_size: int,
     ) -> None:
         self._sessions = sessions
+        self._statements = statements
         self._producer = producer
         self._sweep_interval_s = sweep_interval_s
         self._batch_size = batch_size
+        self._queue: list[OutboxMessage] = []
         self._wake = asyncio.Event()
         self._producer_started = False
-
-    @property
-    def producer_started(self) -> bool:
-        return self._producer_started
 
     async def kafka_reachable(self, *, timeout_s: float) -> bool:
         if not self._producer_started:
@@ -54,25 +61,27 @@ class OutboxRelay:
             return False
         return True
 
-    def notify(self) -> None:
-        """An event was committed: publish it now rather than at the next sweep."""
+    def publish_soon(self, message: OutboxMessage) -> None:
+        """A committed event: publish it now rather than at the next sweep."""
+        self._queue.append(message)
         self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
         failures = 0
-        backlog_checked = 0.0
+        last_sweep = 0.0
         while not stop.is_set():
             try:
                 if not self._producer_started:
                     await self._producer.start()
                     self._producer_started = True
                     log.info("outbox relay connected to kafka")
-                while await self.publish_batch() == self._batch_size:
-                    pass
-                failures = 0
-                if time.monotonic() - backlog_checked >= self._sweep_interval_s:
-                    backlog_checked = time.monotonic()
+                await self._publish_queued()
+                if time.monotonic() - last_sweep >= self._sweep_interval_s:
+                    last_sweep = time.monotonic()
+                    while await self.sweep() == self._batch_size:
+                        pass
                     await self._measure_backlog()
+                failures = 0
             except Exception as exc:
                 if not is_transient(exc):
                     log.exception("outbox relay failed")
@@ -81,28 +90,48 @@ class OutboxRelay:
                 failures += 1
                 await self._sleep(stop, self._retry_delay(failures))
                 continue
-            await self._sleep(stop, self._sweep_interval_s, wake=True)
+            if not self._queue:
+                await self._sleep(stop, self._sweep_interval_s, wake=True)
+        with contextlib.suppress(Exception):
+            await self._publish_queued()  # best effort; the next process's sweep has the rest
 
-    async def publish_batch(self) -> int:
-        """Publish one batch of pending events; returns how many were sent."""
+    async def _publish_queued(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue[: self._batch_size], self._queue[self._batch_size :]
+            try:
+                await self._send(batch)
+            except Exception:
+                # Still in the outbox: the sweep publishes them after the grace period.
+                self._queue.clear()
+                raise
+            async with self._statements.connect() as conn:
+                await repository.mark_published(conn, [m.event_id for m in batch])
+
+    async def sweep(self) -> int:
+        """Publish one batch of events the fast path left behind; returns how many."""
         async with self._sessions.begin() as session:
-            events = await repository.claim_unpublished(session, limit=self._batch_size)
-            if not events:
+            messages = await repository.claim_unpublished(
+                session, limit=self._batch_size, older_than_s=SWEEP_GRACE_S
+            )
+            if not messages:
                 return 0
-            acks = [
-                await self._producer.send(
-                    event.topic,
-                    value=event.payload,
-                    key=event.message_key,
-                    headers=[(name, value.encode()) for name, value in event.headers.items()],
-                )
-                for event in events
-            ]
-            await asyncio.gather(*acks)
-            await repository.mark_published(session, [event.event_id for event in events])
-        OUTBOX_PUBLISHED.inc(len(events))
-        log.debug("outbox events published", count=len(events))
-        return len(events)
+            await self._send(messages)
+            await repository.mark_published(session, [m.event_id for m in messages])
+        log.info("outbox sweep published events", count=len(messages))
+        return len(messages)
+
+    async def _send(self, messages: Sequence[OutboxMessage]) -> None:
+        acks = [
+            await self._producer.send(
+                message.topic,
+                value=message.payload,
+                key=message.key,
+                headers=[(name, value.encode()) for name, value in message.headers.items()],
+            )
+            for message in messages
+        ]
+        await asyncio.gather(*acks)
+        OUTBOX_PUBLISHED.inc(len(messages))
 
     async def _measure_backlog(self) -> None:
         async with self._sessions() as session:

@@ -3,32 +3,41 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, text, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import bindparam, func, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY, UUID, insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from prequal_shared.models import Application, OutboxEvent
 
 
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    event_id: uuid.UUID
+    topic: str
+    key: bytes
+    payload: bytes
+    headers: dict[str, str]
+
+
 async def add_application_with_event(
-    conn: AsyncConnection,
-    *,
-    application: dict[str, Any],
-    event_id: uuid.UUID,
-    topic: str,
-    key: bytes,
-    payload: bytes,
-    headers: dict[str, str],
+    conn: AsyncConnection, *, application: dict[str, Any], event: OutboxMessage
 ) -> None:
     """The application row and its outbox event in ONE statement (a data-modifying CTE):
     atomic on its own, so it needs no BEGIN/COMMIT round trips around it."""
     new_application = insert(Application).values(**application).cte("new_application")
     await conn.execute(
         insert(OutboxEvent)
-        .values(event_id=event_id, topic=topic, message_key=key, payload=payload, headers=headers)
+        .values(
+            event_id=event.event_id,
+            topic=event.topic,
+            message_key=event.key,
+            payload=event.payload,
+            headers=event.headers,
+        )
         .add_cte(new_application)
     )
 
@@ -46,24 +55,39 @@ async def get_status(
     return None if row is None else (row.status, row.cibil_score, row.updated_at)
 
 
-async def claim_unpublished(session: AsyncSession, *, limit: int) -> list[OutboxEvent]:
-    """Lock a batch of unpublished events; other relays skip them instead of waiting."""
-    result = await session.scalars(
-        select(OutboxEvent)
-        .where(OutboxEvent.published_at.is_(None))
+async def claim_unpublished(
+    session: AsyncSession, *, limit: int, older_than_s: float
+) -> list[OutboxMessage]:
+    """Lock a batch of events still unpublished after `older_than_s` (the fast path had its
+    chance); other relays skip locked rows instead of waiting for them."""
+    rows = await session.execute(
+        select(
+            OutboxEvent.event_id,
+            OutboxEvent.topic,
+            OutboxEvent.message_key,
+            OutboxEvent.payload,
+            OutboxEvent.headers,
+        )
+        .where(
+            OutboxEvent.published_at.is_(None),
+            OutboxEvent.created_at < func.now() - timedelta(seconds=older_than_s),
+        )
         .order_by(OutboxEvent.created_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    return list(result)
+    return [OutboxMessage(*row) for row in rows]
 
 
-async def mark_published(session: AsyncSession, event_ids: list[uuid.UUID]) -> None:
-    await session.execute(
-        update(OutboxEvent)
-        .where(OutboxEvent.event_id.in_(event_ids))
-        .values(published_at=text("now()"))
-    )
+_MARK_PUBLISHED = (
+    update(OutboxEvent)
+    .where(OutboxEvent.event_id == func.any(bindparam("ids", type_=ARRAY(UUID(as_uuid=True)))))
+    .values(published_at=func.now())
+)
+
+
+async def mark_published(conn: AsyncConnection | AsyncSession, event_ids: list[uuid.UUID]) -> None:
+    await conn.execute(_MARK_PUBLISHED, {"ids": event_ids})
 
 
 async def count_unpublished(session: AsyncSession) -> int:

@@ -1,0 +1,48 @@
+"""The outbox relay's sweep publishes what a crashed process committed but never published."""
+
+import uuid
+
+from sqlalchemy import text, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from prequal_api.api.schemas import ApplicationIn
+from prequal_api.domain.applications import submit_application
+from prequal_devstack.testing import StackInfo, fetch_application, poll_until
+from prequal_shared.models import OutboxEvent
+
+
+async def test_an_event_left_in_the_outbox_is_published_by_the_sweep(
+    stack: StackInfo, engine: AsyncEngine
+) -> None:
+    # As a request that committed and then died before its fast path ran.
+    async with engine.begin() as conn:
+        application_id, event = await submit_application(
+            conn,
+            application=ApplicationIn.model_validate(
+                {
+                    "pan_number": "FGHIJ5678K",
+                    "monthly_income_inr": "90000",
+                    "loan_amount_inr": "1000",
+                }
+            ),
+            correlation_id=f"orphan-{uuid.uuid4()}",
+            topic="loan_applications_submitted",
+        )
+        await conn.execute(
+            update(OutboxEvent)
+            .where(OutboxEvent.event_id == event.event_id)
+            .values(created_at=text("now() - interval '1 minute'"))
+        )
+
+    async def decided() -> str | None:
+        row = await fetch_application(engine, application_id)
+        return None if row.status == "PENDING" else str(row.status)
+
+    # The running API's relay sweeps every 2 s.
+    assert await poll_until(decided, timeout_s=30, interval_s=0.5) == "REJECTED"
+    async with engine.connect() as conn:
+        published = await conn.scalar(
+            text("SELECT published_at IS NOT NULL FROM outbox WHERE event_id = :id"),
+            {"id": event.event_id},
+        )
+    assert published is True
