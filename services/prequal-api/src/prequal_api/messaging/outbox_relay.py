@@ -1,8 +1,9 @@
 """Publishes outbox events to Kafka and marks them sent only once the broker acknowledged them.
 
 Two paths. The fast path: right after its commit, a request hands its event to the relay in
-memory; the relay sends whatever has queued up as one batch, awaits the acknowledgements and
-marks the batch published with one statement. The sweep, every few seconds: events still
+memory; the relay hands it to the producer at once (which batches what arrives within
+`linger_ms` into one request), and a second task marks events published, many per statement,
+as their acknowledgements come back. The sweep, every few seconds: events still
 unpublished after a grace period (the fast path failed, Kafka was down, the process crashed
 before publishing) are claimed with `FOR UPDATE SKIP LOCKED`, sent and marked. Several API
 processes can relay side by side; a rare double publication is harmless because consumers
@@ -16,6 +17,7 @@ import contextlib
 import random
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaProducer
@@ -48,6 +50,9 @@ class OutboxRelay:
         self._sweep_interval_s = sweep_interval_s
         self._batch_size = batch_size
         self._queue: list[OutboxMessage] = []
+        self._inflight: asyncio.Queue[tuple[list[OutboxMessage], asyncio.Future[Any]]] = (
+            asyncio.Queue()
+        )
         self._wake = asyncio.Event()
         self._producer_started = False
 
@@ -67,6 +72,20 @@ class OutboxRelay:
         self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
+        confirmer = asyncio.create_task(self._confirm(), name="outbox-confirm")
+        try:
+            await self._relay(stop)
+        finally:
+            with contextlib.suppress(Exception):
+                await self._publish_queued()  # best effort; the next process's sweep has the rest
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(10):
+                    await self._inflight.join()
+            confirmer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await confirmer
+
+    async def _relay(self, stop: asyncio.Event) -> None:
         failures = 0
         last_sweep = 0.0
         while not stop.is_set():
@@ -92,20 +111,44 @@ class OutboxRelay:
                 continue
             if not self._queue:
                 await self._sleep(stop, self._sweep_interval_s, wake=True)
-        with contextlib.suppress(Exception):
-            await self._publish_queued()  # best effort; the next process's sweep has the rest
 
     async def _publish_queued(self) -> None:
+        """Hand queued events to the producer; `_confirm` marks them once acknowledged."""
         while self._queue:
             batch, self._queue = self._queue[: self._batch_size], self._queue[self._batch_size :]
             try:
-                await self._send(batch)
+                acks = [await self._send_one(message) for message in batch]
             except Exception:
                 # Still in the outbox: the sweep publishes them after the grace period.
                 self._queue.clear()
                 raise
-            async with self._statements.connect() as conn:
-                await repository.mark_published(conn, [m.event_id for m in batch])
+            self._inflight.put_nowait((batch, asyncio.gather(*acks)))
+
+    async def _confirm(self) -> None:
+        """Mark acknowledged events published, everything acknowledged so far in one statement."""
+        while True:
+            ready = [await self._inflight.get()]
+            while not self._inflight.empty():
+                ready.append(self._inflight.get_nowait())
+            acknowledged: list[OutboxMessage] = []
+            for batch, acks in ready:
+                try:
+                    await acks
+                except Exception as exc:
+                    log.warning("publish not acknowledged; the sweep will retry", error=repr(exc))
+                else:
+                    acknowledged.extend(batch)
+            try:
+                if acknowledged:
+                    async with self._statements.connect() as conn:
+                        await repository.mark_published(conn, [m.event_id for m in acknowledged])
+                    OUTBOX_PUBLISHED.inc(len(acknowledged))
+            except Exception as exc:
+                # Published but not marked: the sweep publishes them again (a harmless duplicate).
+                log.warning("could not mark events published", error=repr(exc))
+            finally:
+                for _ in ready:
+                    self._inflight.task_done()
 
     async def sweep(self) -> int:
         """Publish one batch of events the fast path left behind; returns how many."""
@@ -121,17 +164,17 @@ class OutboxRelay:
         return len(messages)
 
     async def _send(self, messages: Sequence[OutboxMessage]) -> None:
-        acks = [
-            await self._producer.send(
-                message.topic,
-                value=message.payload,
-                key=message.key,
-                headers=[(name, value.encode()) for name, value in message.headers.items()],
-            )
-            for message in messages
-        ]
-        await asyncio.gather(*acks)
+        await asyncio.gather(*[await self._send_one(message) for message in messages])
         OUTBOX_PUBLISHED.inc(len(messages))
+
+    async def _send_one(self, message: OutboxMessage) -> asyncio.Future[Any]:
+        ack: asyncio.Future[Any] = await self._producer.send(
+            message.topic,
+            value=message.payload,
+            key=message.key,
+            headers=[(name, value.encode()) for name, value in message.headers.items()],
+        )
+        return ack
 
     async def _measure_backlog(self) -> None:
         async with self._sessions() as session:
