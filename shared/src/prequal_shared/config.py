@@ -27,7 +27,9 @@ class CommonSettings(BaseSettings):
         default=DEFAULT_DATABASE_URL,
         description="SQLAlchemy URL of PostgreSQL (driver postgresql+asyncpg).",
     )
-    db_pool_size: int = Field(default=10, ge=1, le=200, description="Connections kept per process.")
+    db_pool_size: int = Field(
+        default=10, ge=1, le=200, description="Connections per process (at most; no overflow)."
+    )
     db_connect_timeout_s: float = Field(
         default=3.0, gt=0, description="Give up connecting to PostgreSQL after this long."
     )

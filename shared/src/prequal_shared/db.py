@@ -29,7 +29,10 @@ def create_engine(
     engine = create_async_engine(
         settings.database_url,
         pool_size=settings.db_pool_size,
-        max_overflow=settings.db_pool_size,
+        # No overflow: connections opened past the pool are closed again on return, and under
+        # load that meant a new connection (TCP, SSL probe, auth) for many requests. A request
+        # waits for a pooled connection instead, up to pool_timeout.
+        max_overflow=0,
         pool_timeout=settings.db_connect_timeout_s,
         pool_pre_ping=pre_ping,
         pool_recycle=1800,
