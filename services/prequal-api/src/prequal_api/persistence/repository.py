@@ -23,22 +23,49 @@ class OutboxMessage:
     headers: dict[str, str]
 
 
+_APPLICATION_COLUMNS = (
+    "id",
+    "pan_number",
+    "applicant_name",
+    "monthly_income_inr",
+    "loan_amount_inr",
+    "loan_type",
+    "status",
+)
+# Built once: per request only the parameters change, so SQLAlchemy neither rebuilds the
+# statement nor recomputes its cache key.
+_ADD_APPLICATION_WITH_EVENT = (
+    insert(OutboxEvent)
+    .values(
+        event_id=bindparam("event_id"),
+        topic=bindparam("topic"),
+        message_key=bindparam("message_key"),
+        payload=bindparam("payload"),
+        headers=bindparam("headers"),
+    )
+    .add_cte(
+        insert(Application)
+        .values({name: bindparam(f"a_{name}") for name in _APPLICATION_COLUMNS})
+        .cte("new_application")
+    )
+)
+
+
 async def add_application_with_event(
     conn: AsyncConnection, *, application: dict[str, Any], event: OutboxMessage
 ) -> None:
     """The application row and its outbox event in ONE statement (a data-modifying CTE):
     atomic on its own, so it needs no BEGIN/COMMIT round trips around it."""
-    new_application = insert(Application).values(**application).cte("new_application")
     await conn.execute(
-        insert(OutboxEvent)
-        .values(
-            event_id=event.event_id,
-            topic=event.topic,
-            message_key=event.key,
-            payload=event.payload,
-            headers=event.headers,
-        )
-        .add_cte(new_application)
+        _ADD_APPLICATION_WITH_EVENT,
+        {
+            **{f"a_{name}": application.get(name) for name in _APPLICATION_COLUMNS},
+            "event_id": event.event_id,
+            "topic": event.topic,
+            "message_key": event.key,
+            "payload": event.payload,
+            "headers": event.headers,
+        },
     )
 
 
