@@ -44,6 +44,7 @@ BREAKER_STATE = Gauge(
 OUTBOX_BACKLOG = Gauge(
     "prequal_outbox_backlog",
     "Outbox events committed but not yet acknowledged by Kafka (as of the last sweep).",
+    multiprocess_mode="mostrecent",  # every API worker measures the same table
 )
 OUTBOX_PUBLISHED = Counter(
     "prequal_outbox_published_total", "Outbox events published and acknowledged by Kafka."

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+
 import uvicorn
 
 from prequal_api.settings import ApiSettings
@@ -10,16 +14,27 @@ from prequal_shared.config import load_settings
 
 def main() -> None:
     settings = load_settings(ApiSettings)
-    uvicorn.run(
-        "prequal_api.main:create_app",
-        factory=True,
-        host=settings.api_host,
-        port=settings.api_port,
-        workers=settings.api_workers,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=10,
-    )
+    metrics_dir = None
+    if settings.api_workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        # Several worker processes: each writes its metrics to files in a shared folder and a
+        # scrape of any worker reports the sum (prometheus_client's multiprocess mode). Set
+        # before the workers start, since prometheus_client reads it when first imported.
+        metrics_dir = tempfile.mkdtemp(prefix="prequal-api-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        uvicorn.run(
+            "prequal_api.main:create_app",
+            factory=True,
+            host=settings.api_host,
+            port=settings.api_port,
+            workers=settings.api_workers,
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=10,
+        )
+    finally:
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -62,20 +62,29 @@ def spawn(
     return process.pid
 
 
-def terminate(pid: int, *, grace_s: float = 20.0) -> None:
+def _signal(pid: int, sig: signal.Signals, *, group: bool) -> None:
+    """Signal a process, or its whole process group (what `spawn` started: its own session)."""
+    if group:
+        os.killpg(pid, sig)
+    else:
+        os.kill(pid, sig)
+
+
+def terminate(pid: int, *, grace_s: float = 20.0, group: bool = False) -> None:
     """SIGTERM, wait up to `grace_s`, then SIGKILL."""
     try:
-        os.kill(pid, signal.SIGTERM)
+        _signal(pid, signal.SIGTERM, group=group)
     except ProcessLookupError:
         return
     if wait_until(lambda: not pid_alive(pid), timeout_s=grace_s):
         return
-    kill(pid)
+    kill(pid, group=group)
 
 
-def kill(pid: int) -> None:
+def kill(pid: int, *, group: bool = False) -> None:
+    """SIGKILL; with `group`, its children too (an API's worker processes must not outlive it)."""
     try:
-        os.kill(pid, signal.SIGKILL)
+        _signal(pid, signal.SIGKILL, group=group)
     except ProcessLookupError:
         return
     wait_until(lambda: not pid_alive(pid), timeout_s=10)

@@ -33,7 +33,14 @@ class ServiceSpec:
 SPECS = {
     spec.name: spec
     for spec in (
-        ServiceSpec("prequal-api", "prequal_api", "api_port", "/health/ready"),
+        ServiceSpec(
+            "prequal-api",
+            "prequal_api",
+            "api_port",
+            "/health/ready",
+            # Two worker processes use both cores of a small machine (see README, Performance).
+            defaults=(("API_WORKERS", "2"),),
+        ),
         ServiceSpec("credit-service", "credit_service", "credit_ops_port", "/health"),
         ServiceSpec(
             "decision-service",
@@ -130,13 +137,13 @@ class Service:
     def stop(self) -> None:
         pid = self.pid()
         if pid:
-            terminate(pid, grace_s=20)
+            terminate(pid, grace_s=20, group=True)
         self.pid_file.unlink(missing_ok=True)
 
     def kill(self) -> None:
         pid = self.pid()
         if pid:
-            kill(pid)
+            kill(pid, group=True)
         self.pid_file.unlink(missing_ok=True)
 
 
