@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ssl
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    InvalidProducerIdMapping,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+    UnknownProducerId,
+)
 from aiokafka.structs import ConsumerRecord
 
 from prequal_shared.config import CommonSettings
@@ -49,19 +59,98 @@ def security_options(settings: CommonSettings) -> dict[str, Any]:
     return options
 
 
-def create_producer(
-    settings: CommonSettings, *, client_id: str, linger_ms: int = 5
-) -> AIOKafkaProducer:
+PRODUCER_FATAL = (
+    OutOfOrderSequenceNumber,
+    InvalidProducerEpoch,
+    InvalidProducerIdMapping,
+    UnknownProducerId,
+    ProducerFenced,
+)
+
+
+class Producer:
+    """An idempotent producer (acks=all) that heals itself.
+
+    aiokafka's idempotent producer stops for good on some broker answers — seen here: an
+    out-of-order sequence number after the broker restarted and lost the producer's state —
+    and then fails every later send the same way. This wrapper notices such an error on any
+    acknowledgement and, before the next send, replaces the client with a fresh one (a new
+    producer id). What was in flight fails and is retried by its caller; consumers recognise
+    a resent event by its id.
+    """
+
+    def __init__(self, factory: Callable[[], AIOKafkaProducer]) -> None:
+        self._factory = factory
+        self._producer = factory()
+        self._broken = False
+        self._lock = asyncio.Lock()
+
+    @property
+    def client(self) -> Any:
+        return self._producer.client
+
+    async def start(self) -> None:
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def send(
+        self,
+        topic: str,
+        *,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> asyncio.Future[Any]:
+        """Queue a message; the returned future resolves when the broker acknowledged it."""
+        if self._broken:
+            await self._replace()
+        ack: asyncio.Future[Any] = await self._producer.send(
+            topic, value=value, key=key, headers=headers
+        )
+        ack.add_done_callback(self._check)
+        return ack
+
+    async def send_and_wait(
+        self,
+        topic: str,
+        *,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> Any:
+        return await (await self.send(topic, value=value, key=key, headers=headers))
+
+    def _check(self, ack: asyncio.Future[Any]) -> None:
+        if not ack.cancelled() and isinstance(ack.exception(), PRODUCER_FATAL):
+            self._broken = True
+
+    async def _replace(self) -> None:
+        async with self._lock:
+            if not self._broken:
+                return
+            log.warning("replacing the Kafka producer after a fatal broker answer")
+            old, self._producer = self._producer, self._factory()
+            await self._producer.start()
+            self._broken = False
+            with contextlib.suppress(Exception):
+                await old.stop()
+
+
+def create_producer(settings: CommonSettings, *, client_id: str, linger_ms: int = 5) -> Producer:
     """An idempotent producer that only counts a message as sent once all replicas have it."""
-    return AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        client_id=client_id,
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=linger_ms,
-        request_timeout_ms=15000,
-        retry_backoff_ms=200,
-        **security_options(settings),
+    return Producer(
+        lambda: AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            client_id=client_id,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=linger_ms,
+            request_timeout_ms=15000,
+            retry_backoff_ms=200,
+            **security_options(settings),
+        )
     )
 
 
@@ -117,7 +206,7 @@ def create_consumer(
 class DeadLetterPublisher:
     """Sends a message that can never succeed to the DLQ, untouched, with why and where from."""
 
-    def __init__(self, *, producer: AIOKafkaProducer, topic: str, consumer_name: str) -> None:
+    def __init__(self, *, producer: Producer, topic: str, consumer_name: str) -> None:
         self._producer = producer
         self._topic = topic
         self._consumer_name = consumer_name

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import structlog
 import uvicorn
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -23,7 +23,7 @@ from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 from prequal_shared.config import CommonSettings
 from prequal_shared.consumer import ConsumerLoop, Handler
 from prequal_shared.errors import is_transient
-from prequal_shared.kafka import DeadLetterPublisher, create_consumer, create_producer
+from prequal_shared.kafka import DeadLetterPublisher, Producer, create_consumer, create_producer
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -70,13 +70,11 @@ class ConsumerService:
     topic: str
     group_id: str
     ops_port: int
-    handler: Callable[[AIOKafkaProducer], AbstractAsyncContextManager[Handler]]
+    handler: Callable[[Producer], AbstractAsyncContextManager[Handler]]
     """Builds the message handler (and owns whatever it needs, e.g. a database engine)."""
 
 
-async def _start_with_retries(
-    client: AIOKafkaProducer | AIOKafkaConsumer, stop: asyncio.Event
-) -> None:
+async def _start_with_retries(client: Producer | AIOKafkaConsumer, stop: asyncio.Event) -> None:
     """Kafka may still be starting (or down): keep trying, with backoff, until told to stop."""
     async for attempt in AsyncRetrying(
         retry=retry_if_exception(is_transient),

@@ -6,14 +6,13 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from aiokafka import AIOKafkaProducer
-
 from decision_service.messaging.breaker import create_breaker
 from decision_service.messaging.handler import DecisionHandler
 from decision_service.settings import DecisionSettings
 from prequal_shared.config import load_settings
 from prequal_shared.consumer import Handler
 from prequal_shared.db import create_engine, create_session_factory
+from prequal_shared.kafka import Producer
 from prequal_shared.logging import configure_logging
 from prequal_shared.runtime import ConsumerService, run_consumer_service
 
@@ -25,7 +24,7 @@ def main() -> None:
     configure_logging(service=SERVICE, level=settings.log_level, fmt=settings.log_format)
 
     @contextlib.asynccontextmanager
-    async def decision_handler(_: AIOKafkaProducer) -> AsyncIterator[Handler]:
+    async def decision_handler(_: Producer) -> AsyncIterator[Handler]:
         engine = create_engine(settings, application_name=SERVICE)
         try:
             yield DecisionHandler(

@@ -7,7 +7,6 @@ import uuid
 from collections.abc import Sequence
 
 import structlog
-from aiokafka import AIOKafkaProducer
 
 from credit_service.domain.scoring import cibil_score
 from prequal_shared.consumer import Record
@@ -22,6 +21,7 @@ from prequal_shared.events import (
     headers_for,
     new_event_fields,
 )
+from prequal_shared.kafka import Producer
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -54,7 +54,7 @@ def credit_report_for(event: ApplicationSubmittedEvent) -> CreditReportGenerated
 class CreditReportHandler:
     """Scores a batch and publishes its reports together: one round of acknowledgements."""
 
-    def __init__(self, *, producer: AIOKafkaProducer, topic: str) -> None:
+    def __init__(self, *, producer: Producer, topic: str) -> None:
         self._producer = producer
         self._topic = topic
 

@@ -20,12 +20,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from prequal_api.persistence import repository
 from prequal_api.persistence.repository import OutboxMessage
 from prequal_shared.errors import is_transient
+from prequal_shared.kafka import Producer
 from prequal_shared.metrics import OUTBOX_BACKLOG, OUTBOX_PUBLISHED
 
 log = structlog.stdlib.get_logger(__name__)
@@ -40,7 +40,7 @@ class OutboxRelay:
         *,
         sessions: async_sessionmaker[AsyncSession],
         statements: AsyncEngine,
-        producer: AIOKafkaProducer,
+        producer: Producer,
         sweep_interval_s: float,
         batch_size: int,
     ) -> None:

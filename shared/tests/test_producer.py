@@ -1,0 +1,67 @@
+"""The producer wrapper replaces an aiokafka producer that a fatal broker answer has stopped.
+
+aiokafka's client is replaced by a small fake here: what is tested is our own wrapper's
+decision (when to swap clients), not the broker; the chaos suite covers the real thing.
+"""
+
+import asyncio
+from typing import Any
+
+import pytest
+from aiokafka.errors import KafkaTimeoutError, OutOfOrderSequenceNumber
+
+from prequal_shared.kafka import Producer
+
+
+class FakeClient:
+    def __init__(self, name: str, outcomes: list[BaseException | None]) -> None:
+        self.name = name
+        self.outcomes = outcomes
+        self.started = self.stopped = False
+        self.sent: list[bytes | None] = []
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+    async def send(self, topic: str, **message: Any) -> asyncio.Future[Any]:
+        self.sent.append(message["value"])
+        ack: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        outcome = self.outcomes.pop(0) if self.outcomes else None
+        # Acknowledged later, as by a broker: after the caller got the future.
+        if outcome is None:
+            asyncio.get_running_loop().call_soon(ack.set_result, self.name)
+        else:
+            asyncio.get_running_loop().call_soon(ack.set_exception, outcome)
+        return ack
+
+
+async def test_a_fatal_answer_replaces_the_client_before_the_next_send() -> None:
+    clients = [
+        FakeClient("first", [None, OutOfOrderSequenceNumber()]),
+        FakeClient("second", []),
+    ]
+    made = iter(clients)
+    producer = Producer(lambda: next(made))
+    await producer.start()
+
+    assert await producer.send_and_wait("t", value=b"1") == "first"
+    with pytest.raises(OutOfOrderSequenceNumber):
+        await producer.send_and_wait("t", value=b"2")
+    assert await producer.send_and_wait("t", value=b"2") == "second"
+
+    assert clients[0].stopped
+    assert clients[1].started
+    assert clients[1].sent == [b"2"]
+
+
+async def test_an_ordinary_failure_keeps_the_client() -> None:
+    only = FakeClient("only", [KafkaTimeoutError(), None])
+    producer = Producer(lambda: only)
+    await producer.start()
+    with pytest.raises(KafkaTimeoutError):
+        await producer.send_and_wait("t", value=b"1")
+    assert await producer.send_and_wait("t", value=b"1") == "only"
+    assert not only.stopped
