@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from prequal_devstack.load import expected_outcome, new_marker, steady_load
-from prequal_devstack.testing import StackInfo, produce, read_topic
+from prequal_devstack.testing import StackInfo, count_pending, produce, read_topic
 from prequal_shared.models import Application, Decision
 
 pytestmark = pytest.mark.chaos
@@ -96,22 +96,11 @@ async def test_nothing_accepted_is_lost_whatever_fails(
     accepted = result.accepted
     ids = list(accepted)
 
-    async def pending() -> int:
-        async with engine.connect() as conn:
-            return int(
-                await conn.scalar(
-                    select(func.count())
-                    .select_from(Application)
-                    .where(Application.id.in_(ids), Application.status == "PENDING")
-                )
-                or 0
-            )
-
     deadline = last_fault_end + RECOVERY_LIMIT_S + 30
-    left = await pending()
+    left = await count_pending(engine, ids)
     while left and time.monotonic() < deadline:
         await asyncio.sleep(0.5)
-        left = await pending()
+        left = await count_pending(engine, ids)
     recovered_after = time.monotonic() - last_fault_end
     note(f"all decided ({left} pending)")
 

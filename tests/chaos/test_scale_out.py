@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from prequal_devstack.load import expected_outcome, new_marker, steady_load
-from prequal_devstack.testing import StackInfo, poll_until
+from prequal_devstack.testing import StackInfo, count_pending, poll_until
 from prequal_shared.models import Application, Decision
 
 pytestmark = pytest.mark.chaos
@@ -34,19 +34,8 @@ async def assigned(port: int) -> float:
 
 
 async def check_all_decided_once(engine: AsyncEngine, accepted: dict[str, dict[str, str]]) -> None:
-    async def pending() -> int:
-        async with engine.connect() as conn:
-            return int(
-                await conn.scalar(
-                    select(func.count())
-                    .select_from(Application)
-                    .where(Application.id.in_(list(accepted)), Application.status == "PENDING")
-                )
-                or 0
-            )
-
     async def none_pending() -> bool:
-        return await pending() == 0
+        return await count_pending(engine, list(accepted)) == 0
 
     assert await poll_until(none_pending, timeout_s=90, interval_s=0.5)
     async with engine.connect() as conn:

@@ -86,6 +86,14 @@ class CommonSettings(BaseSettings):
         return ",".join(servers)
 
 
+class ConsumerSettings(CommonSettings):
+    """Settings of both consumer services."""
+
+    ops_host: str = Field(
+        default="127.0.0.1", description="Interface the consumers' ops port binds."
+    )
+
+
 SettingsT = TypeVar("SettingsT", bound=CommonSettings)
 
 

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from prequal_shared.config import CommonSettings
+from prequal_shared.config import ConsumerSettings
 
 
-class CreditSettings(CommonSettings):
+class CreditSettings(ConsumerSettings):
     credit_consumer_group: str = Field(
         default="credit-service", description="Kafka consumer group of the credit service."
     )
@@ -14,7 +14,4 @@ class CreditSettings(CommonSettings):
         ge=0,
         le=65535,
         description="Port of the credit service's /health and /metrics.",
-    )
-    ops_host: str = Field(
-        default="127.0.0.1", description="Interface the consumers' ops port binds."
     )

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from prequal_shared.config import CommonSettings
+from prequal_shared.config import ConsumerSettings
 
 
-class DecisionSettings(CommonSettings):
+class DecisionSettings(ConsumerSettings):
     decision_consumer_group: str = Field(
         default="decision-service", description="Kafka consumer group of the decision service."
     )
@@ -14,9 +14,6 @@ class DecisionSettings(CommonSettings):
         ge=0,
         le=65535,
         description="Port of the decision service's /health and /metrics.",
-    )
-    ops_host: str = Field(
-        default="127.0.0.1", description="Interface the consumers' ops port binds."
     )
     breaker_fail_max: int = Field(
         default=5, ge=1, description="Consecutive database failures that open the circuit breaker."

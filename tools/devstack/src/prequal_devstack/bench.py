@@ -153,18 +153,24 @@ async def progress(run: Run, pool: asyncpg.Pool, stop: asyncio.Event) -> list[di
     return series
 
 
-async def floor(database_url: str, *, concurrency: int, seconds: float) -> float:
-    """Insert-then-update per application, straight to PostgreSQL: the pipeline's ceiling."""
+async def connect(database_url: str, *, size: int) -> asyncpg.Pool:
+    """A plain asyncpg pool (the bench measures around SQLAlchemy, not through it)."""
     url = make_url(database_url)
-    pool = await asyncpg.create_pool(
+    pool: asyncpg.Pool = await asyncpg.create_pool(
         host=url.host,
         port=url.port,
         user=url.username,
         password=url.password,
         database=url.database,
-        min_size=concurrency,
-        max_size=concurrency,
+        min_size=size,
+        max_size=size,
     )
+    return pool
+
+
+async def floor(database_url: str, *, concurrency: int, seconds: float) -> float:
+    """Insert-then-update per application, straight to PostgreSQL: the pipeline's ceiling."""
+    pool = await connect(database_url, size=concurrency)
     marker = f"floor-{uuid.uuid4().hex[:8]}"
     done = 0
     deadline = time.perf_counter() + seconds
@@ -297,16 +303,7 @@ async def bench(rate: float, duration: float, concurrency: int, drain_s: float) 
         concurrency=concurrency,
         marker=f"bench-{uuid.uuid4().hex[:8]}",
     )
-    url = make_url(config.database_url)
-    pool = await asyncpg.create_pool(
-        host=url.host,
-        port=url.port,
-        user=url.username,
-        password=url.password,
-        database=url.database,
-        min_size=1,
-        max_size=2,
-    )
+    pool = await connect(config.database_url, size=2)
     processes = stack_processes(config)
     me = psutil.Process(os.getpid())
     cpu_before = {name: cpu_seconds(p) for name, p in processes.items()}

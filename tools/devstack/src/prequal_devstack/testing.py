@@ -27,7 +27,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import ConsumerRecord
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from prequal_api.main import create_app
@@ -298,6 +298,17 @@ async def insert_application(engine: AsyncEngine, **overrides: Any) -> uuid.UUID
         await conn.execute(insert(Application).values(**values))
     application_id: uuid.UUID = values["id"]
     return application_id
+
+
+async def count_pending(engine: AsyncEngine, application_ids: list[str]) -> int:
+    """How many of these applications are still PENDING."""
+    async with engine.connect() as conn:
+        count = await conn.scalar(
+            select(func.count())
+            .select_from(Application)
+            .where(Application.id.in_(application_ids), Application.status == "PENDING")
+        )
+    return int(count or 0)
 
 
 async def fetch_application(engine: AsyncEngine, application_id: uuid.UUID) -> Any:
