@@ -1,6 +1,7 @@
 """The outbox relay's sweep publishes what a crashed process committed but never published."""
 
 import uuid
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -46,3 +47,32 @@ async def test_an_event_left_in_the_outbox_is_published_by_the_sweep(
             {"id": event.event_id},
         )
     assert published is True
+
+
+async def test_events_published_long_ago_are_pruned_and_recent_ones_kept(
+    stack: StackInfo, engine: AsyncEngine
+) -> None:
+    old, recent = uuid.uuid4(), uuid.uuid4()
+    async with engine.begin() as conn:
+        for event_id, age in ((old, timedelta(days=2)), (recent, timedelta(hours=1))):
+            await conn.execute(
+                text(
+                    "INSERT INTO outbox (event_id, topic, message_key, payload, headers,"
+                    " created_at, published_at) VALUES (:id, 'loan_applications_submitted',"
+                    " 'k', 'v', '{}', :at, :at)"
+                ),
+                {"id": event_id, "at": datetime.now(UTC) - age},
+            )
+
+    async def present(event_id: uuid.UUID) -> bool:
+        async with engine.connect() as conn:
+            found = await conn.scalar(
+                text("SELECT count(*) FROM outbox WHERE event_id = :id"), {"id": event_id}
+            )
+        return bool(found)
+
+    async def pruned() -> bool:
+        return not await present(old)
+
+    assert await poll_until(pruned, timeout_s=30, interval_s=0.5)
+    assert await present(recent)

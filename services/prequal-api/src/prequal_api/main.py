@@ -42,6 +42,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             producer=producer,
             sweep_interval_s=settings.outbox_sweep_interval_s,
             batch_size=settings.outbox_batch_size,
+            retention_h=settings.outbox_retention_h,
         )
         app.state.settings = settings
         app.state.statements = statements

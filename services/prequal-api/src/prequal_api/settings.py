@@ -12,6 +12,9 @@ class ApiSettings(CommonSettings):
     outbox_sweep_interval_s: float = Field(
         default=2.0, gt=0, description="How often the relay looks for events left unpublished."
     )
+    outbox_retention_h: float = Field(
+        default=24.0, gt=0, description="Published outbox events are deleted after this long."
+    )
     outbox_batch_size: int = Field(
         default=500, ge=1, le=10000, description="Outbox events published per relay round."
     )

@@ -43,12 +43,14 @@ class OutboxRelay:
         producer: Producer,
         sweep_interval_s: float,
         batch_size: int,
+        retention_h: float = 24.0,
     ) -> None:
         self._sessions = sessions
         self._statements = statements
         self._producer = producer
         self._sweep_interval_s = sweep_interval_s
         self._batch_size = batch_size
+        self._retention_h = retention_h
         self._queue: list[OutboxMessage] = []
         self._inflight: asyncio.Queue[tuple[list[OutboxMessage], asyncio.Future[Any]]] = (
             asyncio.Queue()
@@ -100,6 +102,7 @@ class OutboxRelay:
                     while await self.sweep() == self._batch_size:
                         pass
                     await self._measure_backlog()
+                    await self.prune()
                 failures = 0
             except Exception as exc:
                 if not is_transient(exc):
@@ -175,6 +178,13 @@ class OutboxRelay:
             headers=[(name, value.encode()) for name, value in message.headers.items()],
         )
         return ack
+
+    async def prune(self) -> int:
+        """Delete one batch of events published more than `retention_h` ago."""
+        async with self._sessions.begin() as session:
+            return await repository.delete_published(
+                session, older_than_h=self._retention_h, limit=self._batch_size
+            )
 
     async def _measure_backlog(self) -> None:
         async with self._sessions() as session:

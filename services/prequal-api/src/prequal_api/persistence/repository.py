@@ -117,6 +117,18 @@ async def mark_published(conn: AsyncConnection | AsyncSession, event_ids: list[u
     await conn.execute(_MARK_PUBLISHED, {"ids": event_ids})
 
 
+async def delete_published(session: AsyncSession, *, older_than_h: float, limit: int) -> int:
+    """Forget events published long ago (the outbox is a queue, not an archive)."""
+    result = await session.execute(
+        text(
+            "DELETE FROM outbox WHERE event_id IN (SELECT event_id FROM outbox"
+            " WHERE published_at < now() - make_interval(secs => :seconds) LIMIT :limit)"
+        ),
+        {"seconds": older_than_h * 3600, "limit": limit},
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
 async def count_unpublished(session: AsyncSession) -> int:
     result = await session.scalar(text("SELECT count(*) FROM outbox WHERE published_at IS NULL"))
     return int(result or 0)
