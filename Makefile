@@ -1,5 +1,7 @@
 # Loan prequalification service: every day-to-day command. `make help` lists them.
 SHELL := /bin/bash
+# Where `pip install --user uv` puts uv when it was not installed system-wide.
+export PATH := $(HOME)/.local/bin:$(PATH)
 .DEFAULT_GOAL := help
 DEVSTACK := scripts/devstack
 UV := uv run --frozen

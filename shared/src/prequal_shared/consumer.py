@@ -18,7 +18,7 @@ from typing import TypeAlias
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from tenacity import (
     AsyncRetrying,
@@ -92,13 +92,20 @@ class ConsumerLoop:
             handled = await self._handle(records)
             BATCH_SECONDS.labels(self._name).observe(time.perf_counter() - started)
             BATCH_SIZE.labels(self._name).observe(len(records))
+            # A rebalance may have run while the batch was handled: only partitions this
+            # instance still owns may be sought or committed (their new owner re-reads the
+            # rest from the last commit, and the work is idempotent).
+            owned = self._consumer.assignment()
             if not handled:
                 # Nothing past the first unhandled message may be committed: fetch it all again.
                 for tp, partition in batches.items():
-                    self._consumer.seek(tp, partition[0].offset)
+                    if tp in owned:
+                        self._consumer.seek(tp, partition[0].offset)
                 MESSAGES.labels(self._name, records[0].topic, "retried").inc(len(records))
                 continue
-            done = {tp: partition[-1].offset + 1 for tp, partition in batches.items()}
+            done = {
+                tp: partition[-1].offset + 1 for tp, partition in batches.items() if tp in owned
+            }
             await self._commit(done)
             self._record_lag(done)
         log.info("consumer stopping")
@@ -128,6 +135,8 @@ class ConsumerLoop:
         for index, error in sorted(failures.items()):
             if not await self._dead_letter(records[index], error):
                 return False
+        if len(records) == 1:
+            self._unexpected.pop((records[0].topic, records[0].partition, records[0].offset), None)
         processed = len(records) - len(failures)
         if processed:
             MESSAGES.labels(self._name, records[0].topic, "processed").inc(processed)
@@ -203,7 +212,10 @@ class ConsumerLoop:
 
     def _record_lag(self, positions: dict[TopicPartition, int]) -> None:
         for tp, next_offset in positions.items():
-            highwater = self._consumer.highwater(tp)
+            try:
+                highwater = self._consumer.highwater(tp)
+            except (AssertionError, IllegalStateError):  # revoked since the commit
+                continue
             if highwater is not None:
                 LAG.labels(self._name, tp.topic, str(tp.partition)).set(
                     max(0, highwater - next_offset)
@@ -216,6 +228,6 @@ class ConsumerLoop:
             await self._consumer.commit(
                 {tp: OffsetAndMetadata(offset, "") for tp, offset in offsets.items()}
             )
-        except KafkaError as exc:
+        except (KafkaError, AssertionError) as exc:
             # The work is durable and idempotent: a redelivered message is recognised and skipped.
             log.warning("offset commit failed; messages may be redelivered", error=repr(exc))

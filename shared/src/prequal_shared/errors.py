@@ -46,6 +46,7 @@ _TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
     asyncpg.OperatorInterventionError,  # class 57: shutting down, cannot connect now, cancelled
     asyncpg.InterfaceError,
     asyncpg.TooManyConnectionsError,
+    asyncpg.TransactionRollbackError,  # class 40: deadlock, serialization failure
     sa_exc.OperationalError,
     sa_exc.InterfaceError,
     sa_exc.TimeoutError,

@@ -131,9 +131,14 @@ class Producer:
             if not self._broken:
                 return
             log.warning("replacing the Kafka producer after a fatal broker answer")
-            old, self._producer = self._producer, self._factory()
-            await self._producer.start()
-            self._broken = False
+            fresh = self._factory()
+            try:
+                await fresh.start()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await fresh.stop()
+                raise  # still broken: the next send tries again
+            old, self._producer, self._broken = self._producer, fresh, False
             with contextlib.suppress(Exception):
                 await old.stop()
 
@@ -155,17 +160,15 @@ def create_producer(settings: CommonSettings, *, client_id: str, linger_ms: int 
 
 
 class AssignmentLog(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Logs each rebalance and keeps the consumer's current assignment for metrics."""
+    """Logs each rebalance and exports how many partitions this instance owns."""
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.assigned: set[TopicPartition] = set()
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         log.info("partitions revoked", partitions=_names(revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self.assigned = set(assigned)
         ASSIGNED_PARTITIONS.labels(self.name).set(len(assigned))
         log.info("partitions assigned", partitions=_names(assigned))
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 
 import structlog
@@ -40,10 +40,17 @@ def redact_processor(
     return event_dict
 
 
-def configure_logging(*, service: str, level: str = "INFO", fmt: str = "json") -> None:
-    """Route structlog and the standard library's logging through one JSON (or console) renderer."""
+def configure_logging(
+    *, service: str, level: str = "INFO", fmt: str = "json", context: Sequence[Any] = ()
+) -> None:
+    """Route structlog and the standard library's logging through one JSON (or console) renderer.
+
+    `context`: extra processors that add fields to every line (the API adds the request's
+    correlation id, which its middleware keeps in a context variable of its own).
+    """
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        *context,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

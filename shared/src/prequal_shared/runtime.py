@@ -74,20 +74,29 @@ class ConsumerService:
     """Builds the message handler (and owns whatever it needs, e.g. a database engine)."""
 
 
-async def _start_with_retries(client: Producer | AIOKafkaConsumer, stop: asyncio.Event) -> None:
-    """Kafka may still be starting (or down): keep trying, with backoff, until told to stop."""
-    async for attempt in AsyncRetrying(
-        retry=retry_if_exception(is_transient),
-        wait=wait_exponential_jitter(multiplier=0.5, max=10, jitter=0.5),
-        stop=lambda _: stop.is_set(),
-        reraise=True,
-    ):
-        with attempt:
-            if attempt.retry_state.attempt_number > 1:
-                log.warning(
-                    "kafka not reachable yet, retrying", attempt=attempt.retry_state.attempt_number
-                )
-            await client.start()
+async def _start_with_retries(client: Producer | AIOKafkaConsumer, stop: asyncio.Event) -> bool:
+    """Kafka may still be starting (or down): keep trying, with backoff, until told to stop.
+    Returns False when stopped before Kafka could be reached."""
+    try:
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(is_transient),
+            wait=wait_exponential_jitter(multiplier=0.5, max=10, jitter=0.5),
+            stop=lambda _: stop.is_set(),
+            reraise=True,
+        ):
+            with attempt:
+                if attempt.retry_state.attempt_number > 1:
+                    log.warning(
+                        "kafka not reachable yet, retrying",
+                        attempt=attempt.retry_state.attempt_number,
+                    )
+                await client.start()
+    except Exception:
+        if stop.is_set():
+            log.info("stopped before Kafka could be reached")
+            return False
+        raise
+    return True
 
 
 async def run_consumer_service(
@@ -96,14 +105,18 @@ async def run_consumer_service(
     """Consume until SIGTERM/SIGINT: finish the batch in hand, commit, close everything."""
     stop = stop_event_on_signals()
     producer = create_producer(settings, client_id=spec.name)
-    consumer = create_consumer(settings, spec.topic, group_id=spec.group_id, client_id=spec.name)
     ops = ops_server(port=spec.ops_port, host=ops_host, is_healthy=lambda: not stop.is_set())
     async with contextlib.AsyncExitStack() as resources:
-        await _start_with_retries(producer, stop)
         resources.push_async_callback(producer.stop)
+        if not await _start_with_retries(producer, stop):
+            return
         handler = await resources.enter_async_context(spec.handler(producer))
-        await _start_with_retries(consumer, stop)
+        consumer = create_consumer(
+            settings, spec.topic, group_id=spec.group_id, client_id=spec.name
+        )
         resources.push_async_callback(consumer.stop)
+        if not await _start_with_retries(consumer, stop):
+            return
         loop = ConsumerLoop(
             name=spec.name,
             consumer=consumer,

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from contextlib import asynccontextmanager
+from typing import Any
 
 import structlog
-from asgi_correlation_id import CorrelationIdMiddleware
+from asgi_correlation_id import CorrelationIdMiddleware, correlation_id
 from fastapi import FastAPI
 from prometheus_fastapi_instrumentator import Instrumentator
 
@@ -26,9 +27,24 @@ SERVICE = "prequal-api"
 log = structlog.stdlib.get_logger(SERVICE)
 
 
+def add_correlation_id(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Every log line written while a request is handled carries its correlation id."""
+    value = correlation_id.get()
+    if value and "correlation_id" not in event_dict:
+        event_dict["correlation_id"] = value
+    return event_dict
+
+
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or load_settings(ApiSettings)
-    configure_logging(service=SERVICE, level=settings.log_level, fmt=settings.log_format)
+    configure_logging(
+        service=SERVICE,
+        level=settings.log_level,
+        fmt=settings.log_format,
+        context=[add_correlation_id],
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

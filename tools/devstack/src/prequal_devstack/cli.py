@@ -12,10 +12,9 @@ from typing import Any, TypeVar
 import click
 
 from prequal_devstack.errors import StackError
-from prequal_devstack.stack import COMPONENTS, Stack
+from prequal_devstack.stack import Stack
 
 F = TypeVar("F", bound=Callable[..., Any])
-component = click.argument("name", type=click.Choice(COMPONENTS))
 
 
 def friendly(func: F) -> F:

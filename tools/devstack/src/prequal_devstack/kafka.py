@@ -170,7 +170,7 @@ class Kafka:
                     "log.cleaner.dedupe.buffer.size=4194304",
                     "num.network.threads=2",
                     "num.io.threads=4",
-                    "log.retention.hours=24",
+                    "log.retention.hours=168",
                     "",
                 ]
             )
@@ -269,9 +269,10 @@ async def kafka_answers(bootstrap: str) -> bool:
 
 
 async def ensure_topics(
-    bootstrap: str, *, partitions: int, topics: tuple[str, ...] = TOPICS
+    bootstrap: str, *, partitions: int, topics: tuple[str, ...] = TOPICS, keep_forever: str = ""
 ) -> list[str]:
-    """Create the topics that are missing; returns the ones created."""
+    """Create the topics that are missing; returns the ones created. `keep_forever` (the
+    DLQ) never expires its messages: they wait there until they are replayed."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
     await admin.start()
     try:
@@ -280,7 +281,12 @@ async def ensure_topics(
         if missing:
             await admin.create_topics(
                 [
-                    NewTopic(name=topic, num_partitions=partitions, replication_factor=1)
+                    NewTopic(
+                        name=topic,
+                        num_partitions=partitions,
+                        replication_factor=1,
+                        topic_configs={"retention.ms": "-1"} if topic == keep_forever else {},
+                    )
                     for topic in missing
                 ]
             )

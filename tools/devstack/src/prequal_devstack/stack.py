@@ -14,6 +14,7 @@ from prequal_devstack.kafka import Kafka, ensure_topics, kafka_answers
 from prequal_devstack.postgres import Postgres
 from prequal_devstack.procs import port_open
 from prequal_devstack.services import SPECS, Service, replicas_of
+from prequal_shared.config import CommonSettings, load_settings
 
 COMPONENTS = ("postgres", "kafka", *SPECS)
 
@@ -52,7 +53,19 @@ class Stack:
         else:
             timed("kafka", self.kafka.start)
             timed("kafka ready", lambda: self.kafka.wait_ready(cfg.kafka_bootstrap_servers))
-        created = asyncio.run(ensure_topics(cfg.kafka_bootstrap_servers, partitions=cfg.partitions))
+        names = load_settings(CommonSettings)  # topic names as the services will read them
+        created = asyncio.run(
+            ensure_topics(
+                cfg.kafka_bootstrap_servers,
+                partitions=cfg.partitions,
+                topics=(
+                    names.topic_applications_submitted,
+                    names.topic_credit_reports,
+                    names.topic_dlq,
+                ),
+                keep_forever=names.topic_dlq,
+            )
+        )
         if created:
             _say(f"topics created: {', '.join(created)} ({cfg.partitions} partitions)")
         timed("migrations", self.migrate)

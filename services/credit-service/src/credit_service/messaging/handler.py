@@ -79,7 +79,10 @@ class CreditReportHandler:
             )
             published.append((event, report))
         # Only when every report is acknowledged is the batch done (and its offsets committed).
-        await asyncio.gather(*acks)
+        outcomes = await asyncio.gather(*acks, return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome  # the whole batch is retried; its reports keep their event ids
         for event, report in published:
             log.info(
                 "credit report published",

@@ -15,7 +15,7 @@ from typing import Any
 import pybreaker
 import structlog
 
-from prequal_shared.errors import PermanentError, RetryLaterError
+from prequal_shared.errors import RetryLaterError, is_transient
 from prequal_shared.metrics import BREAKER_STATE
 
 log = structlog.stdlib.get_logger(__name__)
@@ -34,12 +34,17 @@ class _StateGauge(pybreaker.CircuitBreakerListener):
         )
 
 
+def _not_a_database_failure(exc: BaseException) -> bool:
+    return not is_transient(exc)
+
+
 def create_breaker(*, fail_max: int, reset_timeout_s: float) -> pybreaker.CircuitBreaker:
-    # Permanent errors (an unknown application) say nothing about the database's health.
+    # Only failures of the database itself count: a permanent error (an unknown application)
+    # or a bug says nothing about its health, and must not pause every partition.
     breaker = pybreaker.CircuitBreaker(
         fail_max=fail_max,
         reset_timeout=reset_timeout_s,
-        exclude=[PermanentError],
+        exclude=[_not_a_database_failure],
         listeners=[_StateGauge()],
         name="postgres",
     )

@@ -69,17 +69,20 @@ class OutboxRelay:
         return True
 
     def publish_soon(self, message: OutboxMessage) -> None:
-        """A committed event: publish it now rather than at the next sweep."""
-        self._queue.append(message)
-        self._wake.set()
+        """A committed event: publish it now rather than at the next sweep. Until Kafka has
+        been reached, events are left to the sweep instead of piling up in memory."""
+        if self._producer_started:
+            self._queue.append(message)
+            self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
         confirmer = asyncio.create_task(self._confirm(), name="outbox-confirm")
         try:
             await self._relay(stop)
         finally:
-            with contextlib.suppress(Exception):
-                await self._publish_queued()  # best effort; the next process's sweep has the rest
+            if self._producer_started:
+                with contextlib.suppress(Exception):
+                    await self._publish_queued()  # best effort; the next sweep has the rest
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(10):
                     await self._inflight.join()
@@ -102,7 +105,8 @@ class OutboxRelay:
                     while await self.sweep() == self._batch_size:
                         pass
                     await self._measure_backlog()
-                    await self.prune()
+                    while await self.prune() == self._batch_size:
+                        pass
                 failures = 0
             except Exception as exc:
                 if not is_transient(exc):
