@@ -4,7 +4,7 @@ import asyncio
 import uuid
 from collections.abc import Sequence
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from prequal_devstack.testing import StackInfo, TopicFactory, produce, read_topic
 from prequal_shared.config import CommonSettings
@@ -145,3 +145,62 @@ async def test_an_unexpected_error_is_retried_then_dead_lettered(
     assert committed == 2
     [dead] = await read_topic(stack.kafka_bootstrap_servers, dlq, count=1)
     assert header(dead.headers, "dlq_error_type") == "ZeroDivisionError"
+
+
+async def test_a_rebalance_in_the_middle_of_a_batch_does_not_stop_the_consumer(
+    stack: StackInfo, topics: TopicFactory
+) -> None:
+    bootstrap = stack.kafka_bootstrap_servers
+    source, dlq = await topics.create("rebalance", partitions=3), await topics.create("dlq")
+    await produce(bootstrap, source, *[(f"k{i}".encode(), f"v{i}".encode(), []) for i in range(30)])
+    settings = CommonSettings(kafka_bootstrap_servers=bootstrap)
+    group = f"test-{uuid.uuid4().hex[:8]}"
+    in_first_batch = asyncio.Event()
+    handled: list[bytes] = []
+
+    async def slow_first_batch(records: Sequence[Record]) -> dict[int, PermanentError]:
+        if not in_first_batch.is_set():
+            in_first_batch.set()
+            await asyncio.sleep(8)  # the group rebalances meanwhile
+        handled.extend(r.value or b"" for r in records)
+        return {}
+
+    consumer = create_consumer(settings, source, group_id=group, client_id="first")
+    producer = create_producer(settings, client_id="first")
+    await producer.start()
+    await consumer.start()
+    stop = asyncio.Event()
+    loop = ConsumerLoop(
+        name="first",
+        consumer=consumer,
+        handler=slow_first_batch,
+        dead_letters=DeadLetterPublisher(producer=producer, topic=dlq, consumer_name="first"),
+        policy=FAST,
+    )
+    task = asyncio.create_task(loop.run(stop))
+    second = AIOKafkaConsumer(
+        source, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
+    try:
+        await in_first_batch.wait()
+        await second.start()  # joins the group: partitions move while the batch is handled
+        async with asyncio.timeout(30):
+            while not second.assignment():
+                await second.getmany(timeout_ms=200)
+        kept = consumer.assignment()
+        await asyncio.sleep(9)  # the slow batch ends, its revoked partition is not committed
+        assert not task.done(), task.exception() if task.done() else None
+
+        # Still consuming: new messages on the partitions it kept are handled.
+        await produce(bootstrap, source, *[(f"k{i}".encode(), b"after", []) for i in range(30)])
+        async with asyncio.timeout(30):
+            while b"after" not in handled:  # noqa: ASYNC110 - polling a list
+                await asyncio.sleep(0.1)
+        assert kept
+        assert not task.done()
+    finally:
+        stop.set()
+        await second.stop()
+        await asyncio.wait_for(task, 10)
+        await consumer.stop()
+        await producer.stop()
