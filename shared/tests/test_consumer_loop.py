@@ -1,14 +1,15 @@
 """The shared consume loop against the real broker, with a handler of our own (a fake is fine)."""
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from prequal_devstack.testing import StackInfo, TopicFactory, produce, read_topic
 from prequal_shared.config import CommonSettings
-from prequal_shared.consumer import ConsumerLoop, Record, RetryPolicy
+from prequal_shared.consumer import ConsumerLoop, Handler, Record, RetryPolicy
 from prequal_shared.errors import (
     PermanentError,
     PoisonMessageError,
@@ -47,11 +48,13 @@ class ScriptedHandler:
         return dead
 
 
-async def run_loop(
-    stack: StackInfo, source: str, dlq: str, handler: ScriptedHandler, *, until: int
-) -> tuple[int | None, str]:
+@contextlib.asynccontextmanager
+async def running_loop(
+    stack: StackInfo, source: str, dlq: str, handler: Handler, *, group: str
+) -> AsyncIterator[tuple[asyncio.Task[None], AIOKafkaConsumer, asyncio.Event]]:
+    """A ConsumerLoop on real Kafka, stopped (and its clients closed) on exit; setting the
+    yielded event stops it earlier, with the batch in hand committed."""
     settings = CommonSettings(kafka_bootstrap_servers=stack.kafka_bootstrap_servers)
-    group = f"test-{uuid.uuid4().hex[:8]}"
     consumer = create_consumer(settings, source, group_id=group, client_id="test")
     producer = create_producer(settings, client_id="test")
     await producer.start()
@@ -66,17 +69,30 @@ async def run_loop(
     )
     task = asyncio.create_task(loop.run(stop))
     try:
+        yield task, consumer, stop
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        await consumer.stop()
+        await producer.stop()
+
+
+async def run_loop(
+    stack: StackInfo, source: str, dlq: str, handler: ScriptedHandler, *, until: int
+) -> int | None:
+    """Run until `until` messages were handled; returns the committed offset of partition 0."""
+    async with running_loop(stack, source, dlq, handler, group=f"test-{uuid.uuid4().hex[:8]}") as (
+        task,
+        consumer,
+        stop,
+    ):
         async with asyncio.timeout(30):
             while len(handler.handled) < until:  # noqa: ASYNC110 - polling a fake
                 await asyncio.sleep(0.05)
         stop.set()
         await task
-        committed = await consumer.committed(TopicPartition(source, 0))
-    finally:
-        stop.set()
-        await consumer.stop()
-        await producer.stop()
-    return committed, group
+        committed: int | None = await consumer.committed(TopicPartition(source, 0))
+    return committed
 
 
 async def test_poison_goes_to_the_dlq_with_context_and_the_next_message_is_processed(
@@ -92,7 +108,7 @@ async def test_poison_goes_to_the_dlq_with_context_and_the_next_message_is_proce
     )
     handler = ScriptedHandler({b"poison": [PoisonMessageError("bad schema: field x")]})
 
-    committed, _ = await run_loop(stack, source, dlq, handler, until=2)
+    committed = await run_loop(stack, source, dlq, handler, until=2)
 
     assert handler.handled == [b"good-1", b"good-2"]
     assert committed == 3
@@ -121,7 +137,7 @@ async def test_transient_failures_are_retried_in_order_and_never_dead_lettered(
         }
     )
 
-    committed, _ = await run_loop(stack, source, dlq, handler, until=3)
+    committed = await run_loop(stack, source, dlq, handler, until=3)
 
     assert handler.handled == [b"a", b"b", b"c"]
     assert handler.attempts[b"a"] >= 3  # retried in place, then again with b's retries
@@ -138,7 +154,7 @@ async def test_an_unexpected_error_is_retried_then_dead_lettered(
     await produce(stack.kafka_bootstrap_servers, source, (None, b"bug", []), (None, b"ok", []))
     handler = ScriptedHandler({b"bug": [ZeroDivisionError("oops")] * 10})
 
-    committed, _ = await run_loop(stack, source, dlq, handler, until=1)
+    committed = await run_loop(stack, source, dlq, handler, until=1)
 
     assert handler.handled == [b"ok"]
     assert handler.attempts[b"bug"] >= FAST.unexpected_attempts
@@ -153,7 +169,6 @@ async def test_a_rebalance_in_the_middle_of_a_batch_does_not_stop_the_consumer(
     bootstrap = stack.kafka_bootstrap_servers
     source, dlq = await topics.create("rebalance", partitions=3), await topics.create("dlq")
     await produce(bootstrap, source, *[(f"k{i}".encode(), f"v{i}".encode(), []) for i in range(30)])
-    settings = CommonSettings(kafka_bootstrap_servers=bootstrap)
     group = f"test-{uuid.uuid4().hex[:8]}"
     in_first_batch = asyncio.Event()
     handled: list[bytes] = []
@@ -165,42 +180,30 @@ async def test_a_rebalance_in_the_middle_of_a_batch_does_not_stop_the_consumer(
         handled.extend(r.value or b"" for r in records)
         return {}
 
-    consumer = create_consumer(settings, source, group_id=group, client_id="first")
-    producer = create_producer(settings, client_id="first")
-    await producer.start()
-    await consumer.start()
-    stop = asyncio.Event()
-    loop = ConsumerLoop(
-        name="first",
-        consumer=consumer,
-        handler=slow_first_batch,
-        dead_letters=DeadLetterPublisher(producer=producer, topic=dlq, consumer_name="first"),
-        policy=FAST,
-    )
-    task = asyncio.create_task(loop.run(stop))
     second = AIOKafkaConsumer(
         source, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
     )
-    try:
-        await in_first_batch.wait()
-        await second.start()  # joins the group: partitions move while the batch is handled
-        async with asyncio.timeout(30):
-            while not second.assignment():
-                await second.getmany(timeout_ms=200)
-        kept = consumer.assignment()
-        await asyncio.sleep(9)  # the slow batch ends, its revoked partition is not committed
-        assert not task.done(), task.exception() if task.done() else None
+    async with running_loop(stack, source, dlq, slow_first_batch, group=group) as (
+        task,
+        consumer,
+        _,
+    ):
+        try:
+            await in_first_batch.wait()
+            await second.start()  # joins the group: partitions move while the batch is handled
+            async with asyncio.timeout(30):
+                while not second.assignment():
+                    await second.getmany(timeout_ms=200)
+            kept = consumer.assignment()
+            await asyncio.sleep(9)  # the slow batch ends, its revoked partition is not committed
+            assert not task.done(), task.exception() if task.done() else None
 
-        # Still consuming: new messages on the partitions it kept are handled.
-        await produce(bootstrap, source, *[(f"k{i}".encode(), b"after", []) for i in range(30)])
-        async with asyncio.timeout(30):
-            while b"after" not in handled:  # noqa: ASYNC110 - polling a list
-                await asyncio.sleep(0.1)
-        assert kept
-        assert not task.done()
-    finally:
-        stop.set()
-        await second.stop()
-        await asyncio.wait_for(task, 10)
-        await consumer.stop()
-        await producer.stop()
+            # Still consuming: new messages on the partitions it kept are handled.
+            await produce(bootstrap, source, *[(f"k{i}".encode(), b"after", []) for i in range(30)])
+            async with asyncio.timeout(30):
+                while b"after" not in handled:  # noqa: ASYNC110 - polling a list
+                    await asyncio.sleep(0.1)
+            assert kept
+            assert not task.done()
+        finally:
+            await second.stop()

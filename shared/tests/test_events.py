@@ -1,38 +1,22 @@
 import json
-import uuid
 from decimal import Decimal
 
 import pytest
 
+from prequal_devstack.testing import application_event
 from prequal_shared.errors import PoisonMessageError
 from prequal_shared.events import (
-    ApplicationSubmitted,
     ApplicationSubmittedEvent,
     CreditReportGeneratedEvent,
     decode,
     encode,
     header,
     headers_for,
-    new_event_fields,
 )
 
 
-def _event(**payload: object) -> ApplicationSubmittedEvent:
-    fields = {
-        "application_id": uuid.uuid4(),
-        "pan_number": "ABCDE1234F",
-        "monthly_income_inr": Decimal("50000.10"),
-        "loan_amount_inr": Decimal("200000"),
-        "loan_type": "HOME",
-    } | payload
-    return ApplicationSubmittedEvent(
-        payload=ApplicationSubmitted.model_validate(fields),
-        **new_event_fields(correlation_id="corr-1"),
-    )
-
-
 def test_amounts_travel_as_decimal_strings_and_round_trip_exactly() -> None:
-    event = _event(monthly_income_inr=Decimal("2083.33"))
+    event = application_event(monthly_income_inr=Decimal("2083.33"))
     wire = json.loads(encode(event))
     assert wire["payload"]["monthly_income_inr"] == "2083.33"
     assert wire["payload"]["loan_amount_inr"] == "200000"
@@ -48,9 +32,9 @@ def test_amounts_travel_as_decimal_strings_and_round_trip_exactly() -> None:
 
 
 def test_headers_carry_ids_and_correlation() -> None:
-    event = _event()
+    event = application_event()
     headers = headers_for(event)
-    assert header(headers, "correlation_id") == "corr-1"
+    assert header(headers, "correlation_id") == event.correlation_id
     assert header(headers, "event_id") == str(event.event_id)
     assert header(headers, "event_type") == "loan_application_submitted"
     assert header(headers, "missing") is None
@@ -73,7 +57,7 @@ def test_unparseable_messages_are_poison(raw: bytes | None) -> None:
 
 def test_an_event_of_another_type_is_poison() -> None:
     with pytest.raises(PoisonMessageError, match="event_type"):
-        decode(CreditReportGeneratedEvent, encode(_event()))
+        decode(CreditReportGeneratedEvent, encode(application_event()))
 
 
 @pytest.mark.parametrize(
@@ -90,7 +74,7 @@ def test_an_event_of_another_type_is_poison() -> None:
     ],
 )
 def test_payload_rules_are_enforced_on_the_wire(change: dict[str, str]) -> None:
-    wire = json.loads(encode(_event()))
+    wire = json.loads(encode(application_event()))
     wire["payload"].update(change)
     with pytest.raises(PoisonMessageError):
         decode(ApplicationSubmittedEvent, json.dumps(wire).encode())

@@ -2,15 +2,16 @@ import json
 import logging
 
 import pytest
+import structlog
 
-from prequal_shared.logging import configure_logging, get_logger
+from prequal_shared.logging import configure_logging
 
 
 def test_log_lines_are_json_with_no_full_pan_and_no_secrets(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     configure_logging(service="test", level="INFO", fmt="json")
-    get_logger("t").info(
+    structlog.stdlib.get_logger("t").info(
         "applicant ABCDE1234F submitted", pan_number="FGHIJ5678K", sasl_password="hunter2"
     )
     logging.getLogger("third.party").warning("raw %s", "KLMNO1234P")

@@ -4,10 +4,8 @@ nothing was decided twice, poison sits in the DLQ only, and the pipeline recover
 
 import asyncio
 import json
-import subprocess
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,18 +13,13 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from prequal_devstack.load import expected_outcome, new_marker, steady_load
-from prequal_devstack.testing import StackInfo, count_pending, produce, read_topic
+from prequal_devstack.testing import StackInfo, count_pending, produce, read_topic, run_devstack
 from prequal_shared.models import Application, Decision
 
 pytestmark = pytest.mark.chaos
-ROOT = Path(__file__).resolve().parents[2]
 RATE_PER_S = 20
 OUTAGE_S = 10
 RECOVERY_LIMIT_S = 60
-
-
-def devstack(*args: str) -> None:
-    subprocess.run([str(ROOT / "scripts" / "devstack"), *args], check=True, timeout=180, cwd=ROOT)
 
 
 async def duplicate_recent_messages(bootstrap: str, topic: str, count: int) -> int:
@@ -51,7 +44,7 @@ async def test_nothing_accepted_is_lost_whatever_fails(
 
     async def step(*args: str) -> None:
         note(" ".join(args))
-        await asyncio.to_thread(devstack, *args)
+        await asyncio.to_thread(run_devstack, *args)
 
     load = asyncio.create_task(
         steady_load(config.api_url, rate_per_s=RATE_PER_S, stop=stop, marker=marker)
@@ -91,7 +84,7 @@ async def test_nothing_accepted_is_lost_whatever_fails(
         result = await load
         note("load stopped")
         for name in ("postgres", "kafka", "credit-service", "decision-service"):
-            await asyncio.to_thread(devstack, "start", name)
+            await asyncio.to_thread(run_devstack, "start", name)
 
     accepted = result.accepted
     ids = list(accepted)

@@ -1,8 +1,6 @@
 """Two instances of each consumer share the partitions and survive one being killed."""
 
 import asyncio
-import subprocess
-from pathlib import Path
 
 import httpx
 import pytest
@@ -11,15 +9,10 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from prequal_devstack.load import expected_outcome, new_marker, steady_load
-from prequal_devstack.testing import StackInfo, count_pending, poll_until
+from prequal_devstack.testing import StackInfo, count_pending, poll_until, run_devstack
 from prequal_shared.models import Application, Decision
 
 pytestmark = pytest.mark.chaos
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def devstack(*args: str) -> None:
-    subprocess.run([str(ROOT / "scripts" / "devstack"), *args], check=True, timeout=180, cwd=ROOT)
 
 
 async def assigned(port: int) -> float:
@@ -65,8 +58,8 @@ async def test_replicas_share_partitions_and_survive_a_kill(
 ) -> None:
     config = owned_stack.stack.config
     try:
-        await asyncio.to_thread(devstack, "start", "credit-service", "--replicas", "2")
-        await asyncio.to_thread(devstack, "start", "decision-service", "--replicas", "2")
+        await asyncio.to_thread(run_devstack, "start", "credit-service", "--replicas", "2")
+        await asyncio.to_thread(run_devstack, "start", "decision-service", "--replicas", "2")
         ports = {
             "credit": (config.credit_ops_port, config.credit_ops_port + 10),
             "decision": (config.decision_ops_port, config.decision_ops_port + 10),
@@ -86,8 +79,8 @@ async def test_replicas_share_partitions_and_survive_a_kill(
             steady_load(config.api_url, rate_per_s=20, stop=stop, marker=marker)
         )
         await asyncio.sleep(3)
-        await asyncio.to_thread(devstack, "kill", "credit-service-2")
-        await asyncio.to_thread(devstack, "kill", "decision-service-2")
+        await asyncio.to_thread(run_devstack, "kill", "credit-service-2")
+        await asyncio.to_thread(run_devstack, "kill", "decision-service-2")
 
         async def took_over() -> bool:
             return all([await assigned(ports[name][0]) == config.partitions for name in ports])
@@ -99,8 +92,8 @@ async def test_replicas_share_partitions_and_survive_a_kill(
         stop.set()
         result = await load
     finally:
-        await asyncio.to_thread(devstack, "stop", "credit-service-2")
-        await asyncio.to_thread(devstack, "stop", "decision-service-2")
+        await asyncio.to_thread(run_devstack, "stop", "credit-service-2")
+        await asyncio.to_thread(run_devstack, "stop", "decision-service-2")
 
     assert result.errors == []
     assert result.refused == []

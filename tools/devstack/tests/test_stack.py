@@ -12,7 +12,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy.engine import make_url
 
-from prequal_devstack.testing import StackInfo, TopicFactory, poll_until, produce
+from prequal_devstack.testing import StackInfo, TopicFactory, poll_until, produce, run_devstack
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -151,21 +151,9 @@ async def test_migrations_create_the_schema_and_downgrade_removes_it(stack: Stac
         await admin.close()
 
 
-def devstack(*args: str) -> str:
-    result = subprocess.run(
-        [str(ROOT / "scripts" / "devstack"), *args],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
-        timeout=180,
-    )
-    return result.stdout
-
-
 async def test_killing_kafka_and_starting_it_again_loses_nothing(owned_stack: StackInfo) -> None:
-    await asyncio.to_thread(devstack, "kill", "kafka")
-    status = await asyncio.to_thread(devstack, "status")
+    await asyncio.to_thread(run_devstack, "kill", "kafka")
+    status = await asyncio.to_thread(run_devstack, "status")
     assert any(line.startswith("kafka") and "stopped" in line for line in status.splitlines())
 
     async with httpx.AsyncClient(base_url=owned_stack.api_url, timeout=10) as api:
@@ -179,8 +167,8 @@ async def test_killing_kafka_and_starting_it_again_loses_nothing(owned_stack: St
             },
         )
         assert created.status_code == 202
-        await asyncio.to_thread(devstack, "start", "kafka")
-        status = await asyncio.to_thread(devstack, "status")
+        await asyncio.to_thread(run_devstack, "start", "kafka")
+        status = await asyncio.to_thread(run_devstack, "status")
         assert any(
             line.startswith("kafka") and "running" in line and line.endswith("ok")
             for line in status.splitlines()
@@ -196,7 +184,7 @@ async def test_killing_kafka_and_starting_it_again_loses_nothing(owned_stack: St
 
 
 def test_env_prints_the_connection_settings(stack: StackInfo) -> None:
-    lines = dict(line.split("=", 1) for line in devstack("env").splitlines())
+    lines = dict(line.split("=", 1) for line in run_devstack("env").splitlines())
     assert lines["DATABASE_URL"] == stack.database_url
     assert lines["KAFKA_BOOTSTRAP_SERVERS"] == stack.kafka_bootstrap_servers
     assert lines["PREQUAL_API_URL"] == "http://127.0.0.1:8000"
@@ -206,6 +194,6 @@ def test_a_stale_pid_file_is_cleaned_up(stack: StackInfo) -> None:
     run = stack.stack.config.state / "run"
     stale = run / "credit-service-7.pid"
     stale.write_text("999999\n")  # no such process
-    status = devstack("status")
+    status = run_devstack("status")
     assert "credit-service-7" in status
     assert not stale.exists()

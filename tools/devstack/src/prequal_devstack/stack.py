@@ -6,6 +6,7 @@ import asyncio
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from prequal_devstack.config import StackConfig
@@ -190,9 +191,8 @@ class Stack:
         return rows
 
 
-def timed(label: str, action: object) -> None:
+def timed(label: str, action: Callable[[], object]) -> None:
     started = time.monotonic()
-    assert callable(action)
     action()
     elapsed = time.monotonic() - started
     if elapsed > 0.5:

@@ -276,6 +276,20 @@ def service_process(tmp_path: Any) -> Iterator[Any]:
         process.close()
 
 
+def run_devstack(*args: str) -> str:
+    """Run `scripts/devstack` as a user would (for fault tests); returns what it printed."""
+    root = StackConfig().root
+    result = subprocess.run(
+        [str(root / "scripts" / "devstack"), *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=root,
+        timeout=180,
+    )
+    return result.stdout
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
