@@ -17,6 +17,7 @@ from prequal_api.api.deps import CORRELATION_HEADER
 from prequal_api.api.errors import install_error_handlers
 from prequal_api.api.routes import router
 from prequal_api.messaging.outbox_relay import OutboxRelay
+from prequal_api.persistence.writer import ApplicationWriter
 from prequal_api.settings import ApiSettings
 from prequal_shared.config import load_settings
 from prequal_shared.db import create_engine, create_session_factory
@@ -60,8 +61,10 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             batch_size=settings.outbox_batch_size,
             retention_h=settings.outbox_retention_h,
         )
+        writer = ApplicationWriter(statements)
         app.state.settings = settings
         app.state.statements = statements
+        app.state.writer = writer
         app.state.relay = relay
         stop = asyncio.Event()
         relay_task = asyncio.create_task(relay.run(stop), name="outbox-relay")
@@ -69,6 +72,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await writer.close()
             stop.set()
             await relay_task
             await producer.stop()

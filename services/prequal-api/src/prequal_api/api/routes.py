@@ -17,6 +17,8 @@ from prequal_api.api.deps import (
     RelayDep,
     SettingsDep,
     StatementsDep,
+    WriterDep,
+    database_errors,
     unit_of_work,
 )
 from prequal_api.api.schemas import (
@@ -45,27 +47,27 @@ _UNAVAILABLE: dict[int | str, dict[str, Any]] = {
 )
 async def create_application(
     application: ApplicationIn,
-    statements: StatementsDep,
+    writer: WriterDep,
     relay: RelayDep,
     settings: SettingsDep,
     correlation_id: CorrelationIdDep,
 ) -> ApplicationAccepted:
     """Stores the application as PENDING; its decision arrives asynchronously (poll the status)."""
-    async with unit_of_work(statements) as conn:
-        application_id, event = await submit_application(
-            conn,
+    async with database_errors():
+        new = await submit_application(
+            writer,
             application=application,
             correlation_id=correlation_id,
             topic=settings.topic_applications_submitted,
         )
-    relay.publish_soon(event)
+    relay.publish_soon(new.event)
     log.info(
         "application accepted",
         correlation_id=correlation_id,
-        application_id=str(application_id),
+        application_id=str(new.id),
         pan=mask_pan(application.pan_number),
     )
-    return ApplicationAccepted(application_id=application_id)
+    return ApplicationAccepted(application_id=new.id)
 
 
 @router.get(

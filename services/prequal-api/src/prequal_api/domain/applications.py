@@ -1,4 +1,4 @@
-"""The API's use cases. Stateless; the session (and so the transaction) is the caller's."""
+"""The API's use cases. Stateless: the connection, or the writer, is the caller's."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from prequal_api.api.schemas import ApplicationIn
 from prequal_api.persistence import repository
-from prequal_api.persistence.repository import OutboxMessage
+from prequal_api.persistence.repository import NewApplication, OutboxMessage
+from prequal_api.persistence.writer import ApplicationWriter
 from prequal_shared.domain import ApplicationStatus
 from prequal_shared.errors import ApplicationNotFoundError
 from prequal_shared.events import (
@@ -30,29 +31,40 @@ class StatusView:
     updated_at: datetime
 
 
-async def submit_application(
-    conn: AsyncConnection, *, application: ApplicationIn, correlation_id: str, topic: str
-) -> tuple[uuid.UUID, OutboxMessage]:
-    """Store the application as PENDING together with its event, for the outbox relay."""
+def new_application(
+    application: ApplicationIn, *, correlation_id: str, topic: str
+) -> NewApplication:
+    """A PENDING application with a fresh id, and the event that announces it."""
     application_id = uuid.uuid4()
     fields = application.model_dump()
     event = ApplicationSubmittedEvent(
         payload=ApplicationSubmitted(application_id=application_id, **fields),
         **new_event_fields(correlation_id=correlation_id),
     )
-    message = OutboxMessage(
-        event_id=event.event_id,
-        topic=topic,
-        key=str(application_id).encode(),
-        payload=encode(event),
-        headers={name: value.decode() for name, value in headers_for(event)},
+    return NewApplication(
+        id=application_id,
+        pan_number=application.pan_number,
+        applicant_name=application.applicant_name,
+        monthly_income_inr=application.monthly_income_inr,
+        loan_amount_inr=application.loan_amount_inr,
+        loan_type=None if application.loan_type is None else application.loan_type.value,
+        event=OutboxMessage(
+            event_id=event.event_id,
+            topic=topic,
+            key=str(application_id).encode(),
+            payload=encode(event),
+            headers={name: value.decode() for name, value in headers_for(event)},
+        ),
     )
-    await repository.add_application_with_event(
-        conn,
-        application={"id": application_id, **fields, "status": ApplicationStatus.PENDING},
-        event=message,
-    )
-    return application_id, message
+
+
+async def submit_application(
+    writer: ApplicationWriter, *, application: ApplicationIn, correlation_id: str, topic: str
+) -> NewApplication:
+    """Store the application as PENDING together with its event, for the outbox relay."""
+    new = new_application(application, correlation_id=correlation_id, topic=topic)
+    await writer.add(new)
+    return new
 
 
 async def application_status(conn: AsyncConnection, application_id: uuid.UUID) -> StatusView:

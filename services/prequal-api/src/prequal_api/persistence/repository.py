@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from decimal import Decimal
 
 from sqlalchemy import bindparam, func, select, text, update
-from sqlalchemy.dialects.postgresql import ARRAY, UUID, insert
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from prequal_shared.models import Application, OutboxEvent
@@ -23,48 +25,59 @@ class OutboxMessage:
     headers: dict[str, str]
 
 
-_APPLICATION_COLUMNS = (
-    "id",
-    "pan_number",
-    "applicant_name",
-    "monthly_income_inr",
-    "loan_amount_inr",
-    "loan_type",
-    "status",
-)
-# Built once: per request only the parameters change, so SQLAlchemy neither rebuilds the
-# statement nor recomputes its cache key.
-_ADD_APPLICATION_WITH_EVENT = (
-    insert(OutboxEvent)
-    .values(
-        event_id=bindparam("event_id"),
-        topic=bindparam("topic"),
-        message_key=bindparam("message_key"),
-        payload=bindparam("payload"),
-        headers=bindparam("headers"),
+@dataclass(frozen=True, slots=True)
+class NewApplication:
+    """A PENDING application and its outbox event, ready to be stored together."""
+
+    id: uuid.UUID
+    pan_number: str
+    applicant_name: str | None
+    monthly_income_inr: Decimal
+    loan_amount_inr: Decimal
+    loan_type: str | None
+    event: OutboxMessage
+
+
+# Any number of applications and their events in ONE statement: a data-modifying CTE over
+# arrays, one array per column (`unnest` zips them into rows). One statement is atomic on its
+# own, so it needs no BEGIN/COMMIT round trips; and the SQL text is the same for every batch
+# size, so it is parsed and planned once per connection.
+_ADD_APPLICATIONS = text(
+    """
+    WITH new_applications AS (
+        INSERT INTO applications
+            (id, pan_number, applicant_name, monthly_income_inr, loan_amount_inr, loan_type)
+        SELECT * FROM unnest(
+            CAST(:ids AS uuid[]), CAST(:pans AS text[]), CAST(:names AS text[]),
+            CAST(:incomes AS numeric[]), CAST(:amounts AS numeric[]),
+            CAST(:loan_types AS text[])
+        )
     )
-    .add_cte(
-        insert(Application)
-        .values({name: bindparam(f"a_{name}") for name in _APPLICATION_COLUMNS})
-        .cte("new_application")
-    )
+    INSERT INTO outbox (event_id, topic, message_key, payload, headers)
+    SELECT event_id, topic, message_key, payload, CAST(headers AS jsonb) FROM unnest(
+        CAST(:event_ids AS uuid[]), CAST(:topics AS text[]), CAST(:keys AS bytea[]),
+        CAST(:payloads AS bytea[]), CAST(:headers AS text[])
+    ) AS event(event_id, topic, message_key, payload, headers)
+    """
 )
 
 
-async def add_application_with_event(
-    conn: AsyncConnection, *, application: dict[str, Any], event: OutboxMessage
-) -> None:
-    """The application row and its outbox event in ONE statement (a data-modifying CTE):
-    atomic on its own, so it needs no BEGIN/COMMIT round trips around it."""
+async def add_applications(conn: AsyncConnection, applications: Sequence[NewApplication]) -> None:
+    """Store the applications as PENDING, each with its outbox event, all or none."""
     await conn.execute(
-        _ADD_APPLICATION_WITH_EVENT,
+        _ADD_APPLICATIONS,
         {
-            **{f"a_{name}": application.get(name) for name in _APPLICATION_COLUMNS},
-            "event_id": event.event_id,
-            "topic": event.topic,
-            "message_key": event.key,
-            "payload": event.payload,
-            "headers": event.headers,
+            "ids": [a.id for a in applications],
+            "pans": [a.pan_number for a in applications],
+            "names": [a.applicant_name for a in applications],
+            "incomes": [a.monthly_income_inr for a in applications],
+            "amounts": [a.loan_amount_inr for a in applications],
+            "loan_types": [a.loan_type for a in applications],
+            "event_ids": [a.event.event_id for a in applications],
+            "topics": [a.event.topic for a in applications],
+            "keys": [a.event.key for a in applications],
+            "payloads": [a.event.payload for a in applications],
+            "headers": [json.dumps(a.event.headers) for a in applications],
         },
     )
 
