@@ -7,7 +7,7 @@ from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from prequal_api.api.schemas import ApplicationIn
-from prequal_api.domain.applications import submit_application
+from prequal_api.domain.applications import ApplicationIntake
 from prequal_api.persistence.writer import ApplicationWriter
 from prequal_devstack.testing import StackInfo, fetch_application, poll_until
 from prequal_shared.models import OutboxEvent
@@ -17,9 +17,12 @@ async def test_an_event_left_in_the_outbox_is_published_by_the_sweep(
     stack: StackInfo, engine: AsyncEngine
 ) -> None:
     # As a request that committed and then died before its fast path ran.
-    new = await submit_application(
+    intake = ApplicationIntake(
         ApplicationWriter(engine.execution_options(isolation_level="AUTOCOMMIT")),
-        application=ApplicationIn.model_validate(
+        topic="loan_applications_submitted",
+    )
+    new = await intake.submit(
+        ApplicationIn.model_validate(
             {
                 "pan_number": "FGHIJ5678K",
                 "monthly_income_inr": "90000",
@@ -27,7 +30,6 @@ async def test_an_event_left_in_the_outbox_is_published_by_the_sweep(
             }
         ),
         correlation_id=f"orphan-{uuid.uuid4()}",
-        topic="loan_applications_submitted",
     )
     application_id, event = new.id, new.event
     async with engine.begin() as conn:

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from prequal_api.api.schemas import ApplicationIn
 from prequal_api.domain.applications import new_application
-from prequal_api.persistence.repository import NewApplication
+from prequal_api.persistence.repository import NewApplication, OutboxMessage
 from prequal_api.persistence.writer import ApplicationWriter
 
 
@@ -37,8 +37,18 @@ def application(income: str = "50000", loan_type: str | None = "HOME") -> NewApp
 
 
 @pytest.fixture
-async def writer(engine: AsyncEngine) -> AsyncIterator[ApplicationWriter]:
-    writer = ApplicationWriter(engine.execution_options(isolation_level="AUTOCOMMIT"))
+def committed() -> list[OutboxMessage]:
+    """What the writer handed on to the relay, in order."""
+    return []
+
+
+@pytest.fixture
+async def writer(
+    engine: AsyncEngine, committed: list[OutboxMessage]
+) -> AsyncIterator[ApplicationWriter]:
+    writer = ApplicationWriter(
+        engine.execution_options(isolation_level="AUTOCOMMIT"), on_committed=committed.extend
+    )
     yield writer
     await writer.close()
 
@@ -82,7 +92,7 @@ async def test_concurrent_submissions_are_committed_together_and_each_before_its
 
 
 async def test_a_refused_application_fails_alone(
-    engine: AsyncEngine, writer: ApplicationWriter
+    engine: AsyncEngine, writer: ApplicationWriter, committed: list[OutboxMessage]
 ) -> None:
     good = [application() for _ in range(5)]
     bad = application(income="0")  # the income_positive check refuses it
@@ -101,6 +111,8 @@ async def test_a_refused_application_fails_alone(
     assert {row[0] for row in await stored(engine, [a.id for a in [*good, bad]])} == {
         a.id for a in good
     }
+    # Only committed events go to the relay's fast path.
+    assert [m.event_id for m in committed] == [a.event.event_id for a in good]
 
 
 async def test_a_lone_submission_is_readable_as_soon_as_add_returns(

@@ -16,6 +16,7 @@ from prometheus_fastapi_instrumentator import Instrumentator
 from prequal_api.api.deps import CORRELATION_HEADER
 from prequal_api.api.errors import install_error_handlers
 from prequal_api.api.routes import router
+from prequal_api.domain.applications import ApplicationIntake
 from prequal_api.messaging.outbox_relay import OutboxRelay
 from prequal_api.persistence.writer import ApplicationWriter
 from prequal_api.settings import ApiSettings
@@ -61,11 +62,10 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             batch_size=settings.outbox_batch_size,
             retention_h=settings.outbox_retention_h,
         )
-        writer = ApplicationWriter(statements)
-        app.state.settings = settings
+        writer = ApplicationWriter(statements, on_committed=relay.publish_soon)
         app.state.statements = statements
-        app.state.writer = writer
         app.state.relay = relay
+        app.state.intake = ApplicationIntake(writer, topic=settings.topic_applications_submitted)
         stop = asyncio.Event()
         relay_task = asyncio.create_task(relay.run(stop), name="outbox-relay")
         log.info("started", port=settings.api_port)

@@ -7,17 +7,16 @@ import uuid
 from typing import Any
 
 import structlog
+from asgi_correlation_id import correlation_id as request_correlation_id
 from fastapi import APIRouter, status
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from prequal_api.api.decimal_json import DecimalJSONRoute
 from prequal_api.api.deps import (
-    CorrelationIdDep,
+    IntakeDep,
     RelayDep,
-    SettingsDep,
     StatementsDep,
-    WriterDep,
     database_errors,
     unit_of_work,
 )
@@ -27,7 +26,7 @@ from prequal_api.api.schemas import (
     ApplicationStatusOut,
     Problem,
 )
-from prequal_api.domain.applications import application_status, submit_application
+from prequal_api.domain.applications import application_status
 from prequal_shared.domain import mask_pan
 
 router = APIRouter(route_class=DecimalJSONRoute)
@@ -45,22 +44,12 @@ _UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     responses={422: {"description": "Invalid application; nothing was stored"}, **_UNAVAILABLE},
     summary="Submit a loan application for prequalification",
 )
-async def create_application(
-    application: ApplicationIn,
-    writer: WriterDep,
-    relay: RelayDep,
-    settings: SettingsDep,
-    correlation_id: CorrelationIdDep,
-) -> ApplicationAccepted:
+async def create_application(application: ApplicationIn, intake: IntakeDep) -> ApplicationAccepted:
     """Stores the application as PENDING; its decision arrives asynchronously (poll the status)."""
+    # Set by the correlation-id middleware from X-Correlation-ID (or made up) for each request.
+    correlation_id = request_correlation_id.get() or ""
     async with database_errors():
-        new = await submit_application(
-            writer,
-            application=application,
-            correlation_id=correlation_id,
-            topic=settings.topic_applications_submitted,
-        )
-    relay.publish_soon(new.event)
+        new = await intake.submit(application, correlation_id=correlation_id)
     log.info(
         "application accepted",
         correlation_id=correlation_id,

@@ -58,13 +58,18 @@ def new_application(
     )
 
 
-async def submit_application(
-    writer: ApplicationWriter, *, application: ApplicationIn, correlation_id: str, topic: str
-) -> NewApplication:
-    """Store the application as PENDING together with its event, for the outbox relay."""
-    new = new_application(application, correlation_id=correlation_id, topic=topic)
-    await writer.add(new)
-    return new
+class ApplicationIntake:
+    """Accepts applications: each is stored as PENDING with its event before `submit`
+    returns (the writer hands committed events on to the outbox relay)."""
+
+    def __init__(self, writer: ApplicationWriter, *, topic: str) -> None:
+        self._writer = writer
+        self._topic = topic
+
+    async def submit(self, application: ApplicationIn, *, correlation_id: str) -> NewApplication:
+        new = new_application(application, correlation_id=correlation_id, topic=self._topic)
+        await self._writer.add(new)
+        return new
 
 
 async def application_status(conn: AsyncConnection, application_id: uuid.UUID) -> StatusView:

@@ -68,11 +68,11 @@ class OutboxRelay:
             return False
         return True
 
-    def publish_soon(self, message: OutboxMessage) -> None:
-        """A committed event: publish it now rather than at the next sweep. Until Kafka has
+    def publish_soon(self, messages: Sequence[OutboxMessage]) -> None:
+        """Committed events: publish them now rather than at the next sweep. Until Kafka has
         been reached, events are left to the sweep instead of piling up in memory."""
         if self._producer_started:
-            self._queue.append(message)
+            self._queue.extend(messages)
             self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:

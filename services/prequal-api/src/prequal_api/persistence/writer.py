@@ -12,23 +12,32 @@ CPU.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from prequal_api.persistence import repository
-from prequal_api.persistence.repository import NewApplication
+from prequal_api.persistence.repository import NewApplication, OutboxMessage
 from prequal_shared.errors import is_transient
 
 log = structlog.stdlib.get_logger(__name__)
 
 
 class ApplicationWriter:
-    def __init__(self, engine: AsyncEngine, *, max_batch: int = 256, max_writes: int = 1) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        on_committed: Callable[[list[OutboxMessage]], None] = lambda _: None,
+        max_batch: int = 256,
+        max_writes: int = 1,
+    ) -> None:
         """`engine` must be in autocommit mode: each batch is one statement and so one
-        transaction. At most `max_writes` statements are in flight at a time."""
+        transaction. At most `max_writes` statements are in flight at a time.
+        `on_committed` gets the events of each committed batch (the outbox relay's fast path)."""
         self._engine = engine
+        self._on_committed = on_committed
         self._max_batch = max_batch
         self._max_writes = max_writes
         self._waiting: list[tuple[NewApplication, asyncio.Future[None]]] = []
@@ -72,6 +81,7 @@ class ApplicationWriter:
                 if not done.done():
                     done.set_exception(exc)
             return
+        self._on_committed([application.event for application, _ in batch])
         for _, done in batch:
             if not done.done():
                 done.set_result(None)
