@@ -77,6 +77,10 @@ class OutboxEvent(Base):
     __table_args__ = (
         # The sweep's work list: small, since published rows leave it.
         Index("ix_outbox_unpublished", "created_at", postgresql_where=text("published_at IS NULL")),
+        # The retention prune's: published rows, oldest first.
+        Index(
+            "ix_outbox_published", "published_at", postgresql_where=text("published_at IS NOT NULL")
+        ),
     )
 
     event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
