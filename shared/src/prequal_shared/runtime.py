@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
@@ -26,6 +27,15 @@ from prequal_shared.errors import is_transient
 from prequal_shared.kafka import DeadLetterPublisher, Producer, create_consumer, create_producer
 
 log = structlog.stdlib.get_logger(__name__)
+
+
+def freeze_startup_objects() -> None:
+    """Exempt everything built at start-up (modules, the app, pools) from the cyclic garbage
+    collector. A full collection walked all of it, about 100,000 objects and 40 ms in the API,
+    a pause every request in flight had to sit through; after `gc.freeze()` collections walk
+    only what was allocated since. Call once the service is wired, before it takes load."""
+    gc.collect()
+    gc.freeze()
 
 
 def stop_event_on_signals() -> asyncio.Event:
@@ -126,6 +136,7 @@ async def run_consumer_service(
             ),
         )
         ops_task = asyncio.create_task(ops.serve(), name="ops-server")
+        freeze_startup_objects()
         log.info("started", topic=spec.topic, group_id=spec.group_id)
         try:
             await loop.run(stop)

@@ -24,6 +24,7 @@ from prequal_shared.config import load_settings
 from prequal_shared.db import create_engine, create_session_factory
 from prequal_shared.kafka import create_producer
 from prequal_shared.logging import configure_logging
+from prequal_shared.runtime import freeze_startup_objects
 
 SERVICE = "prequal-api"
 log = structlog.stdlib.get_logger(SERVICE)
@@ -68,6 +69,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         app.state.intake = ApplicationIntake(writer, topic=settings.topic_applications_submitted)
         stop = asyncio.Event()
         relay_task = asyncio.create_task(relay.run(stop), name="outbox-relay")
+        freeze_startup_objects()
         log.info("started", port=settings.api_port)
         try:
             yield
