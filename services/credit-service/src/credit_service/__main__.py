@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from credit_service.messaging.handler import CreditReportHandler
 from credit_service.settings import CreditSettings
 from prequal_shared.config import load_settings
 from prequal_shared.logging import configure_logging
-from prequal_shared.runtime import ConsumerService, nothing_to_close, run_consumer_service
+from prequal_shared.runtime import ConsumerService, nothing_to_close, run, run_consumer_service
 
 SERVICE = "credit-service"
 
@@ -25,7 +23,7 @@ def main() -> None:
             CreditReportHandler(producer=producer, topic=settings.topic_credit_reports)
         ),
     )
-    asyncio.run(run_consumer_service(spec, settings, ops_host=settings.ops_host))
+    run(run_consumer_service(spec, settings, ops_host=settings.ops_host))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -14,7 +13,7 @@ from prequal_shared.consumer import Handler
 from prequal_shared.db import create_engine, create_session_factory
 from prequal_shared.kafka import Producer
 from prequal_shared.logging import configure_logging
-from prequal_shared.runtime import ConsumerService, run_consumer_service
+from prequal_shared.runtime import ConsumerService, run, run_consumer_service
 
 SERVICE = "decision-service"
 
@@ -45,7 +44,7 @@ def main() -> None:
         ops_port=settings.decision_ops_port,
         handler=decision_handler,
     )
-    asyncio.run(run_consumer_service(spec, settings, ops_host=settings.ops_host))
+    run(run_consumer_service(spec, settings, ops_host=settings.ops_host))
 
 
 if __name__ == "__main__":
