@@ -24,4 +24,27 @@ def test_log_lines_are_json_with_no_full_pan_and_no_secrets(
     assert lines[0]["pan_number"] == "FGHIJ***8K"
     assert lines[0]["sasl_password"] == "***"
     assert lines[0]["service"] == "test"
+    assert (lines[0]["logger"], lines[0]["level"]) == ("t", "info")
     assert lines[1]["event"] == "raw KLMNO***4P"
+    assert (lines[1]["logger"], lines[1]["level"]) == ("third.party", "warning")
+
+
+def test_an_exception_is_logged_with_its_traceback_and_masked(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging(service="test", level="INFO", fmt="json")
+    try:
+        raise ValueError("bad PAN ABCDE1234F")
+    except ValueError:
+        structlog.stdlib.get_logger("t").exception("handler failed")
+    (line,) = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert (line["event"], line["level"]) == ("handler failed", "error")
+    assert "ValueError: bad PAN ABCDE***4F" in line["exception"]
+    assert "ABCDE1234F" not in json.dumps(line)
+
+
+def test_lines_below_the_level_are_dropped(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging(service="test", level="WARNING", fmt="json")
+    structlog.stdlib.get_logger("t").info("chatty")
+    structlog.stdlib.get_logger("t").warning("kept")
+    assert [json.loads(line)["event"] for line in capsys.readouterr().err.splitlines()] == ["kept"]
