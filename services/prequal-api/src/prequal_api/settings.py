@@ -9,6 +9,12 @@ class ApiSettings(CommonSettings):
     api_host: str = Field(default="127.0.0.1", description="Interface the API listens on.")
     api_port: int = Field(default=8000, ge=1, le=65535, description="Port the API listens on.")
     api_workers: int = Field(default=1, ge=1, le=32, description="uvicorn worker processes.")
+    api_keep_alive_s: int = Field(
+        default=75,
+        ge=1,
+        description="How long an idle keep-alive connection stays open; keep it above the idle "
+        "timeout of the load balancer in front.",
+    )
     outbox_sweep_interval_s: float = Field(
         default=2.0, gt=0, description="How often the relay looks for events left unpublished."
     )
