@@ -12,6 +12,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy.engine import make_url
 
+from prequal_devstack.procs import LOG_ROTATE_BYTES, spawn, wait_until
 from prequal_devstack.testing import StackInfo, TopicFactory, poll_until, produce, run_devstack
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -200,3 +201,16 @@ def test_a_stale_pid_file_is_cleaned_up(stack: StackInfo) -> None:
     status = run_devstack("status")
     assert "credit-service-7" in status
     assert not stale.exists()
+
+
+def test_a_large_log_is_set_aside_when_its_process_starts(tmp_path: Path) -> None:
+    log_file, pid_file = tmp_path / "svc.log", tmp_path / "svc.pid"
+    with log_file.open("wb") as log:
+        log.truncate(LOG_ROTATE_BYTES + 1)  # sparse: no disk space used
+    spawn(["echo", "second start"], log_file=log_file, pid_file=pid_file)
+    assert wait_until(lambda: log_file.read_text() == "second start\n", timeout_s=10)
+    assert (tmp_path / "svc.log.1").stat().st_size == LOG_ROTATE_BYTES + 1
+
+    # A small one is appended to.
+    spawn(["echo", "third start"], log_file=log_file, pid_file=pid_file)
+    assert wait_until(lambda: log_file.read_text() == "second start\nthird start\n", timeout_s=10)

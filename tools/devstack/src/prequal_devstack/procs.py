@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -37,6 +38,17 @@ def read_pid(pid_file: Path) -> int | None:
     return None
 
 
+LOG_ROTATE_BYTES = 64 * 2**20
+"""A log this large is set aside (as `<name>.log.1`, replacing the last one) when its process
+next starts: the services log a line per application, about 300 MB per million."""
+
+
+def rotate(log_file: Path, *, limit_bytes: int = LOG_ROTATE_BYTES) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        if log_file.stat().st_size > limit_bytes:
+            log_file.replace(log_file.with_name(log_file.name + ".1"))
+
+
 def spawn(
     argv: Sequence[str],
     *,
@@ -47,6 +59,7 @@ def spawn(
     user: str | None = None,
 ) -> int:
     log_file.parent.mkdir(parents=True, exist_ok=True)
+    rotate(log_file)
     with log_file.open("ab") as log:
         process = subprocess.Popen(
             list(argv),
