@@ -23,13 +23,25 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    op.create_index(
-        "ix_outbox_published",
-        "outbox",
-        ["published_at"],
-        postgresql_where=sa.text("published_at IS NOT NULL"),
-    )
+    # CONCURRENTLY: a plain CREATE INDEX would block every insert into the outbox, and so
+    # every submission, for as long as the build takes on a large table. It cannot run in a
+    # transaction, hence the autocommit block.
+    with op.get_context().autocommit_block():
+        op.create_index(
+            "ix_outbox_published",
+            "outbox",
+            ["published_at"],
+            postgresql_where=sa.text("published_at IS NOT NULL"),
+            postgresql_concurrently=True,
+            if_not_exists=True,
+        )
 
 
 def downgrade() -> None:
-    op.drop_index("ix_outbox_published", table_name="outbox")
+    with op.get_context().autocommit_block():
+        op.drop_index(
+            "ix_outbox_published",
+            table_name="outbox",
+            postgresql_concurrently=True,
+            if_exists=True,
+        )

@@ -48,3 +48,16 @@ def test_lines_below_the_level_are_dropped(capsys: pytest.CaptureFixture[str]) -
     structlog.stdlib.get_logger("t").info("chatty")
     structlog.stdlib.get_logger("t").warning("kept")
     assert [json.loads(line)["event"] for line in capsys.readouterr().err.splitlines()] == ["kept"]
+
+
+def test_a_line_that_cannot_be_written_does_not_fail_the_caller(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    configure_logging(service="test", level="INFO", fmt="json")
+
+    class BrokenPipe:
+        def write(self, _: str) -> int:
+            raise BrokenPipeError
+
+    monkeypatch.setattr("sys.stderr", BrokenPipe())
+    structlog.stdlib.get_logger("t").info("application accepted")  # no exception

@@ -30,7 +30,7 @@ async def test_idle_keep_alive_connections_stay_open_as_configured(
     stack: StackInfo, service_process: Any
 ) -> None:
     ports = {}
-    for keep_alive_s in (1, 6):
+    for keep_alive_s in (1, 7):
         port = free_port()
         process = service_process(
             "prequal_api",
@@ -46,8 +46,8 @@ async def test_idle_keep_alive_connections_stay_open_as_configured(
 
     short, long = await asyncio.gather(
         idle_time_until_closed(ports[1], give_up_s=10),
-        idle_time_until_closed(ports[6], give_up_s=9),
+        idle_time_until_closed(ports[7], give_up_s=10),
     )
     assert 0.5 < short < 3
     # Longer than uvicorn's default of 5 s, which reset connections clients were reusing.
-    assert 5.5 < long < 8
+    assert 6 < long < 9

@@ -121,3 +121,32 @@ async def test_a_lone_submission_is_readable_as_soon_as_add_returns(
     lone = application()
     await writer.add(lone)
     assert len(await stored(engine, [lone.id])) == 1
+
+
+async def test_a_submission_made_as_the_previous_write_ends_is_written(
+    engine: AsyncEngine, writer: ApplicationWriter
+) -> None:
+    first, second = application(), application()
+    await writer.add(first)
+    # This caller resumes before the writer task that answered it has finished: a writer
+    # still counted as running but about to stop would leave it waiting for ever. (In this
+    # task: `wait_for` would run it in a new task, one loop turn later.)
+    async with asyncio.timeout(5):
+        await writer.add(second)
+    assert len(await stored(engine, [first.id, second.id])) == 2
+
+
+async def test_callers_get_their_answer_even_if_handing_events_on_fails(
+    engine: AsyncEngine,
+) -> None:
+    def broken_relay(_: list[OutboxMessage]) -> None:
+        raise RuntimeError("relay gone")
+
+    writer = ApplicationWriter(
+        engine.execution_options(isolation_level="AUTOCOMMIT"), on_committed=broken_relay
+    )
+    applications = [application() for _ in range(3)]
+    await asyncio.wait_for(asyncio.gather(*[writer.add(a) for a in applications]), timeout=5)
+    await writer.close()
+    # Committed: the relay's sweep publishes them later.
+    assert len(await stored(engine, [a.id for a in applications])) == 3

@@ -12,8 +12,10 @@ CPU in logging.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+import threading
 from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 
@@ -50,13 +52,17 @@ class _StderrLogger:
     """Where structlog's chain ends for our own loggers: the rendered line, in one write.
 
     sys.stderr is looked up per line (a test may have swapped it); it is line-buffered, so
-    every line is flushed as it is written."""
+    every line is flushed as it is written. As with `logging`'s handlers, a line that cannot
+    be written (stderr closed, a broken pipe) is dropped: logging never fails the caller."""
+
+    _lock = threading.Lock()
 
     def __init__(self, name: str) -> None:
         self.name = name  # read by `add_logger_name`
 
     def msg(self, message: str) -> None:
-        sys.stderr.write(message + "\n")
+        with self._lock, contextlib.suppress(OSError, ValueError):
+            sys.stderr.write(message + "\n")
 
     debug = info = warning = warn = error = critical = exception = fatal = log = msg
 

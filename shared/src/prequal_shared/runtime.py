@@ -14,7 +14,6 @@ from typing import Any
 
 import structlog
 import uvicorn
-import uvloop
 from aiokafka import AIOKafkaConsumer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
@@ -34,8 +33,13 @@ log = structlog.stdlib.get_logger(__name__)
 def run(main: Coroutine[Any, Any, None]) -> None:
     """`asyncio.run` on uvloop, libuv's event loop (uvicorn picks it for the API by itself).
     py-spy on the consumers under load: the pure-Python selector loop's epoll calls and
-    socket writes were a third of their CPU."""
-    uvloop.run(main)
+    socket writes were a third of their CPU. uvloop does not exist on Windows."""
+    try:
+        import uvloop  # noqa: PLC0415
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
 
 
 def freeze_startup_objects() -> None:

@@ -7,6 +7,10 @@ arrive while a write is in flight join the next one, so under load one INSERT (o
 one round trip, one WAL flush) serves many applications: py-spy showed the per-request
 statement (SQLAlchemy's execution path and asyncpg's bind/execute) as a third of the API's
 CPU.
+
+As with one statement per request, a connection lost while the commit is under way leaves
+its outcome unknown: every request of that batch gets a 503, although their rows may have
+been committed (the relay then publishes them as usual).
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from prequal_api.persistence import repository
 from prequal_api.persistence.repository import NewApplication, OutboxMessage
-from prequal_shared.errors import is_transient
+from prequal_shared.errors import DependencyUnavailableError, is_transient
 
 log = structlog.stdlib.get_logger(__name__)
+
+Waiting = tuple[NewApplication, asyncio.Future[None]]
 
 
 class ApplicationWriter:
@@ -33,41 +39,57 @@ class ApplicationWriter:
         max_batch: int = 256,
         max_writes: int = 1,
     ) -> None:
-        """`engine` must be in autocommit mode: each batch is one statement and so one
-        transaction. At most `max_writes` statements are in flight at a time.
-        `on_committed` gets the events of each committed batch (the outbox relay's fast path)."""
+        """At most `max_writes` statements are in flight at a time. `engine` should be in
+        autocommit mode (each batch is one statement, so BEGIN/COMMIT would only add round
+        trips). `on_committed` gets the events of each committed batch (the outbox relay's
+        fast path)."""
         self._engine = engine
         self._on_committed = on_committed
         self._max_batch = max_batch
         self._max_writes = max_writes
-        self._waiting: list[tuple[NewApplication, asyncio.Future[None]]] = []
+        self._waiting: list[Waiting] = []
+        self._writing = 0  # writer tasks that will still look at `_waiting`
         self._writers: set[asyncio.Task[None]] = set()
 
     async def add(self, application: NewApplication) -> None:
         """Returns once the application and its event are committed; raises if they were not."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append((application, done))
-        if len(self._writers) < self._max_writes:
+        self._start_writer()
+        await done
+
+    async def close(self) -> None:
+        """Write what is waiting and wait for it (at shutdown, before the engine is disposed)."""
+        while self._writers or self._waiting:
+            self._start_writer()
+            await asyncio.gather(*self._writers, return_exceptions=True)
+
+    def _start_writer(self) -> None:
+        if self._writing < self._max_writes:
+            # Counted here and uncounted by the writer in the same step in which it finds
+            # nothing left to write, so no submission can be left waiting without a writer.
+            self._writing += 1
             # Its own task, so that a client hanging up cannot cancel the others' write.
             writer = asyncio.create_task(self._write_waiting(), name="application-writer")
             self._writers.add(writer)
             writer.add_done_callback(self._writers.discard)
-        await done
-
-    async def close(self) -> None:
-        """Wait for the writes in flight (at shutdown, before the engine is disposed)."""
-        while self._writers:
-            await asyncio.gather(*self._writers, return_exceptions=True)
 
     async def _write_waiting(self) -> None:
-        while self._waiting:
-            batch = self._waiting[: self._max_batch]
-            del self._waiting[: self._max_batch]
-            await self._write(batch)
-
-    async def _write(self, batch: Sequence[tuple[NewApplication, asyncio.Future[None]]]) -> None:
         try:
-            async with self._engine.connect() as conn:
+            while self._waiting:
+                batch = self._waiting[: self._max_batch]
+                del self._waiting[: self._max_batch]
+                try:
+                    await self._write(batch)
+                finally:
+                    # Whatever happened (even cancellation), nobody is left waiting for ever.
+                    _settle(batch, DependencyUnavailableError("the write was interrupted"))
+        finally:
+            self._writing -= 1
+
+    async def _write(self, batch: Sequence[Waiting]) -> None:
+        try:
+            async with self._engine.begin() as conn:
                 await repository.add_applications(conn, [application for application, _ in batch])
         except Exception as exc:
             if len(batch) > 1 and not is_transient(exc):
@@ -77,11 +99,20 @@ class ApplicationWriter:
                 for one in batch:
                     await self._write([one])
                 return
-            for _, done in batch:
-                if not done.done():
-                    done.set_exception(exc)
+            _settle(batch, exc)
             return
-        self._on_committed([application.event for application, _ in batch])
-        for _, done in batch:
-            if not done.done():
+        try:
+            self._on_committed([application.event for application, _ in batch])
+        except Exception:
+            log.exception("could not hand committed events to the relay; the sweep will")
+        _settle(batch, None)
+
+
+def _settle(batch: Sequence[Waiting], error: BaseException | None) -> None:
+    """Answer the callers still waiting (one who hung up is no longer waiting)."""
+    for _, done in batch:
+        if not done.done():
+            if error is None:
                 done.set_result(None)
+            else:
+                done.set_exception(error)
