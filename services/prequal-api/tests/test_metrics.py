@@ -64,6 +64,12 @@ async def test_metrics_of_every_service_after_traffic(
         >= 1
     )
     assert value(api_metrics, "http_request_duration_seconds_count", handler="/applications") >= 2
+    # Buckets fine enough to read the 50 ms objective off (the library's default: 0.1, 0.5, 1).
+    assert {"0.005", "0.025", "0.05"} <= {
+        dict(labels).get("le")
+        for (name, labels) in api_metrics
+        if name == "http_request_duration_seconds_bucket"
+    }
     assert ("prequal_outbox_backlog", frozenset()) in api_metrics
     assert value(api_metrics, "prequal_outbox_published_total") >= 1
 
