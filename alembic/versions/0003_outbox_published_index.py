@@ -33,7 +33,6 @@ def upgrade() -> None:
             ["published_at"],
             postgresql_where=sa.text("published_at IS NOT NULL"),
             postgresql_concurrently=True,
-            if_not_exists=True,
         )
 
 
@@ -43,5 +42,4 @@ def downgrade() -> None:
             "ix_outbox_published",
             table_name="outbox",
             postgresql_concurrently=True,
-            if_exists=True,
         )

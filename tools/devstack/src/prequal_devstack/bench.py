@@ -28,7 +28,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -71,7 +71,7 @@ class Run:
     duration: float
     concurrency: int
     marker: str
-    since: datetime = field(default_factory=lambda: datetime.now(UTC))
+    since: datetime  # PostgreSQL's clock, which stamps created_at
     samples: list[Sample] = field(default_factory=list)
     started_wall: float = 0.0
 
@@ -423,15 +423,15 @@ async def bench(
     config = StackConfig()
     out_dir = config.root / ".bench"
     out_dir.mkdir(exist_ok=True)
+    pool = await connect(config.database_url, size=2)
     run = Run(
         rate=rate,
         duration=duration,
         concurrency=concurrency,
         marker=f"bench-{uuid.uuid4().hex[:8]}",
+        # The database may be on another machine, with another clock.
+        since=await pool.fetchval("SELECT now() - interval '5 seconds'"),
     )
-    pool = await connect(config.database_url, size=2)
-    # PostgreSQL's clock, which stamps created_at (the database may be on another machine).
-    run.since = await pool.fetchval("SELECT now() - interval '5 seconds'")
     print("settling the database: VACUUM (ANALYZE) of what earlier runs left ...", flush=True)
     await settle(pool)
     processes = stack_processes(config)

@@ -52,7 +52,6 @@ async def create_application(application: ApplicationIn, intake: IntakeDep) -> A
         new = await intake.submit(application, correlation_id=correlation_id)
     log.info(
         "application accepted",
-        correlation_id=correlation_id,
         application_id=str(new.id),
         pan=mask_pan(application.pan_number),
     )

@@ -81,9 +81,11 @@ class ApplicationWriter:
                 del self._waiting[: self._max_batch]
                 try:
                     await self._write(batch)
-                finally:
-                    # Whatever happened (even cancellation), nobody is left waiting for ever.
+                except BaseException:
+                    # `_write` answers every caller unless it was interrupted (cancelled):
+                    # nobody is left waiting for ever.
                     _settle(batch, DependencyUnavailableError("the write was interrupted"))
+                    raise
         finally:
             self._writing -= 1
 
