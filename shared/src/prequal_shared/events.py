@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, ValidationEr
 
 from prequal_shared.domain import PAN_PATTERN, LoanType
 from prequal_shared.errors import PoisonMessageError
+from prequal_shared.ids import new_id
 
 Money = Annotated[
     Decimal,
@@ -69,7 +70,7 @@ EventT = TypeVar("EventT", bound=Envelope[Any])
 
 def new_event_fields(*, correlation_id: str, event_id: uuid.UUID | None = None) -> dict[str, Any]:
     return {
-        "event_id": event_id or uuid.uuid4(),
+        "event_id": event_id or new_id(),
         "occurred_at": datetime.now(UTC),
         "correlation_id": correlation_id,
     }

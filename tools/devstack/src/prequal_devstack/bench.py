@@ -49,6 +49,7 @@ from prequal_devstack.load import PANS
 from prequal_devstack.postgres import Postgres
 from prequal_devstack.services import SPECS, replicas_of
 from prequal_shared.domain import LoanType
+from prequal_shared.ids import new_id
 
 TERMINAL = ("PRE_APPROVED", "REJECTED", "MANUAL_REVIEW")
 
@@ -289,7 +290,7 @@ async def floor(database_url: str, *, concurrency: int, seconds: float) -> float
         nonlocal done
         async with pool.acquire() as conn:
             while time.perf_counter() < deadline:
-                app_id = uuid.uuid4()
+                app_id = new_id()  # as the API makes them
                 await conn.execute(
                     "INSERT INTO applications (id, pan_number, applicant_name, monthly_income_inr,"
                     " loan_amount_inr, loan_type, status)"

@@ -21,12 +21,14 @@ from prequal_shared.events import (
     headers_for,
     new_event_fields,
 )
+from prequal_shared.ids import derived_id
 from prequal_shared.kafka import Producer
 
 log = structlog.stdlib.get_logger(__name__)
 
 # The report's event id is derived from the application event's id: a redelivered or replayed
 # application yields the very same report, which the decision service recognises as a duplicate.
+# It keeps the application event's time ordering (see prequal_shared.ids).
 REPORT_NAMESPACE = uuid.UUID("6f1c3c4e-61a4-4c1e-9a43-3f1b1f0c2a55")
 
 
@@ -46,7 +48,7 @@ def credit_report_for(event: ApplicationSubmittedEvent) -> CreditReportGenerated
         ),
         **new_event_fields(
             correlation_id=event.correlation_id,
-            event_id=uuid.uuid5(REPORT_NAMESPACE, str(event.event_id)),
+            event_id=derived_id(event.event_id, REPORT_NAMESPACE),
         ),
     )
 

@@ -21,6 +21,7 @@ from prequal_shared.events import (
     headers_for,
     new_event_fields,
 )
+from prequal_shared.ids import new_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +36,7 @@ def new_application(
     application: ApplicationIn, *, correlation_id: str, topic: str
 ) -> NewApplication:
     """A PENDING application with a fresh id, and the event that announces it."""
-    application_id = uuid.uuid4()
+    application_id = new_id()
     fields = application.model_dump()
     event = ApplicationSubmittedEvent(
         payload=ApplicationSubmitted(application_id=application_id, **fields),
