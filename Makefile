@@ -8,6 +8,7 @@ UV := uv run --frozen
 
 RATE ?= 500
 DURATION ?= 60
+WARMUP ?= 10
 
 .PHONY: help
 help: ## List the targets
@@ -55,9 +56,9 @@ fmt: ## Format and autofix with ruff
 	$(UV) ruff check --fix .
 
 .PHONY: bench
-bench: ## Constant-rate load test: make bench RATE=1000 DURATION=30
+bench: ## Constant-rate load test: make bench RATE=1000 DURATION=30 (WARMUP=10 s first)
 	$(DEVSTACK) up
-	$(UV) python -m prequal_devstack.bench --rate $(RATE) --duration $(DURATION)
+	$(UV) python -m prequal_devstack.bench --rate $(RATE) --duration $(DURATION) --warmup $(WARMUP)
 
 .PHONY: run-local
 run-local: ## The same system in containers: docker compose up --build (needs a Docker engine)
