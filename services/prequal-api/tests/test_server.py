@@ -1,10 +1,13 @@
-"""The API as its own process (`python -m prequal_api`): how it treats idle connections."""
+"""The API as its own process (`python -m prequal_api`): idle connections, worker processes."""
 
 import asyncio
 import time
 from typing import Any
 
-from prequal_devstack.testing import StackInfo, free_port
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from prequal_devstack.testing import StackInfo, free_port, poll_until
 
 REQUEST = b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n"
 
@@ -51,3 +54,45 @@ async def test_idle_keep_alive_connections_stay_open_as_configured(
     assert 0.5 < short < 3
     # Longer than uvicorn's default of 5 s, which reset connections clients were reusing.
     assert 6 < long < 9
+
+
+async def test_worker_processes_report_their_metrics_together(
+    stack: StackInfo, service_process: Any
+) -> None:
+    """With API_WORKERS > 1 each request is counted by the worker that took it, and a scrape,
+    whichever worker answers it, reports them all (prometheus_client's multiprocess mode)."""
+    port = free_port()
+    process = service_process(
+        "prequal_api",
+        {
+            "API_PORT": str(port),
+            "API_WORKERS": "2",
+            "DATABASE_URL": stack.database_url,
+            "KAFKA_BOOTSTRAP_SERVERS": stack.kafka_bootstrap_servers,
+        },
+    )
+
+    async def both_workers_started() -> bool:
+        return bool(process.log_text().count('"event": "started"') >= 2)
+
+    assert await poll_until(both_workers_started)
+    # No keep-alive: every request on a new connection, which either worker may accept.
+    limits = httpx.Limits(max_keepalive_connections=0)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits) as client:
+        for _ in range(40):
+            invalid = await client.post("/applications", json={"pan_number": "nope"})
+            assert invalid.status_code == 422
+        counted = []
+        for _ in range(6):
+            text = (await client.get("/metrics")).text
+            counted.append(
+                sum(
+                    sample.value
+                    for family in text_string_to_metric_families(text)
+                    for sample in family.samples
+                    if sample.name == "http_requests_total"
+                    and sample.labels.get("handler") == "/applications"
+                    and sample.labels.get("status") == "422"
+                )
+            )
+    assert counted == [40] * 6
