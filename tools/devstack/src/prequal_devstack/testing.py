@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -236,6 +237,9 @@ class ServiceProcess:
             env={**os.environ, "LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1", **env},
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            # Its own process group, so that close() also stops what it started (uvicorn's
+            # workers outlived a killed supervisor, relaying outbox rows of later tests).
+            start_new_session=True,
         )
 
     def log_text(self) -> str:
@@ -255,9 +259,9 @@ class ServiceProcess:
         return code
 
     def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
         self._log.close()
 
 
