@@ -28,7 +28,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -170,7 +170,7 @@ async def drive_vegeta(run: Run, api_url: str, vegeta: Path) -> float:
         results = Path(workdir) / "results.bin"
         url = f"{api_url}/applications"
         with targets.open("w") as out:
-            for payload in bodies(run.marker, min(int(run.rate * run.duration), 2000)):
+            for payload in bodies(run.marker, max(1, min(int(run.rate * run.duration), 2000))):
                 target = {
                     "method": "POST",
                     "url": url,
@@ -186,7 +186,7 @@ async def drive_vegeta(run: Run, api_url: str, vegeta: Path) -> float:
             "-format=json",
             f"-targets={targets}",
             f"-rate={run.rate:.0f}/1s",
-            f"-duration={run.duration:.0f}s",
+            f"-duration={round(run.duration * 1000)}ms",  # 0 would mean "for ever"
             "-timeout=10s",
             "-max-body=0",
             # Like the aiohttp generator: at most `concurrency` connections; a request waiting
@@ -418,6 +418,23 @@ def chart(
     fig.savefig(path, dpi=110)
 
 
+async def wait_until_decided(
+    pool: asyncpg.Pool, run: Run, accepted: int, *, timeout_s: float
+) -> int:
+    """Wait (at most timeout_s) for the run's accepted applications to be decided; returns
+    how many are."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        decided: int = await pool.fetchval(
+            f"SELECT count(*) FROM applications WHERE {THIS_RUN} AND status <> 'PENDING'",
+            run.marker,
+            run.since,
+        )
+        if decided >= accepted or time.monotonic() >= deadline:
+            return decided
+        await asyncio.sleep(0.2)
+
+
 async def drive(run: Run, api_url: str, vegeta: Path | None) -> float:
     if vegeta is not None:
         return await drive_vegeta(run, api_url, vegeta)
@@ -439,16 +456,28 @@ async def bench(
     vegeta = vegeta_binary(config) if generator in ("auto", "vegeta") else None
     if generator == "vegeta" and vegeta is None:
         raise SystemExit("vegeta is not available (it needs Go to build): use --generator aiohttp")
+    pool = await connect(config.database_url, size=2)
     if warmup_s > 0:
         # A stack just started is slower for a while: Kafka's JVM has not compiled its hot
         # paths yet (its CPU per application was 0.27 ms in a first minute, 0.15 ms in the
         # next) and PostgreSQL's caches are cold. POST p99 of a first 60 s run at 1,000/s was
-        # 104 ms against 51 ms in the run after it. The warm-up's requests are not counted.
-        print(f"warm-up: {rate:.0f} applications/s for {warmup_s:.0f} s, not measured", flush=True)
-        marker = f"warmup-{uuid.uuid4().hex[:8]}"
-        warmup = Run(rate, warmup_s, concurrency, marker, since=datetime.now(UTC))
+        # 104 ms against 51 ms in the run after it. The warm-up's requests are not counted,
+        # and the measured run starts once they are all decided (no backlog carried over).
+        print(f"warm-up: {rate:.0f} applications/s for {warmup_s:g} s, not measured", flush=True)
+        warmup = Run(
+            rate,
+            warmup_s,
+            concurrency,
+            f"warmup-{uuid.uuid4().hex[:8]}",
+            since=await pool.fetchval("SELECT now() - interval '5 seconds'"),
+        )
         await drive(warmup, config.api_url, vegeta)
-    pool = await connect(config.database_url, size=2)
+        accepted = sum(1 for s in warmup.samples if s.status == 202)
+        decided = await wait_until_decided(pool, warmup, accepted, timeout_s=drain_s)
+        print(
+            f"  warm-up: {accepted} of {len(warmup.samples)} accepted, {decided} decided",
+            flush=True,
+        )
     run = Run(
         rate=rate,
         duration=duration,
@@ -471,16 +500,7 @@ async def bench(
     watcher = asyncio.create_task(progress(run, pool, stop))
     generator_cpu = await drive(run, config.api_url, vegeta)
     accepted = sum(1 for s in run.samples if s.status == 202)
-    drain_deadline = time.monotonic() + drain_s
-    while time.monotonic() < drain_deadline:
-        decided = await pool.fetchval(
-            f"SELECT count(*) FROM applications WHERE {THIS_RUN} AND status <> 'PENDING'",
-            run.marker,
-            run.since,
-        )
-        if decided >= accepted:
-            break
-        await asyncio.sleep(0.2)
+    await wait_until_decided(pool, run, accepted, timeout_s=drain_s)
     stop.set()
     series = await watcher
     await sampler
@@ -600,6 +620,8 @@ def main() -> None:
         help="auto: vegeta when Go can build it, else aiohttp in this process",
     )
     args = parser.parse_args()
+    if args.rate <= 0 or args.duration <= 0 or args.warmup < 0:
+        parser.error("--rate and --duration must be positive, --warmup 0 or more")
     result = uvloop.run(
         bench(
             args.rate,
