@@ -3,7 +3,7 @@
 Random (version 4) keys put every insert on a random leaf of each index they are in. After
 each checkpoint, PostgreSQL logs the first change to a page as the whole 8 kB page, so at 1,000
 applications/s three quarters of the WAL were such page images: 11.8 kB per application, against
-2.8 kB with these ids (`make bench`, measured with pg_stat_wal and pg_waldump).
+2.8 to 3.2 kB with these ids (`make bench`, measured with pg_stat_wal and pg_waldump).
 
 `new_id` is a UUID version 7 (RFC 9562): 48 bits of Unix time in milliseconds, then 74 random
 bits. Application ids are handed to clients and are all a client needs to read a status, so
