@@ -76,6 +76,23 @@ class Run:
     samples: list[Sample] = field(default_factory=list)
     started_wall: float = 0.0
 
+    @property
+    def accepted(self) -> int:
+        return sum(1 for s in self.samples if s.status == 202)
+
+
+async def new_run(
+    pool: asyncpg.Pool, prefix: str, *, rate: float, duration: float, concurrency: int
+) -> Run:
+    return Run(
+        rate=rate,
+        duration=duration,
+        concurrency=concurrency,
+        marker=f"{prefix}-{uuid.uuid4().hex[:8]}",
+        # The database may be on another machine, with another clock.
+        since=await pool.fetchval("SELECT now() - interval '5 seconds'"),
+    )
+
 
 def bodies(marker: str, count: int) -> list[bytes]:
     """A realistic mix: every PAN class, incomes around the thresholds, every outcome."""
@@ -418,11 +435,10 @@ def chart(
     fig.savefig(path, dpi=110)
 
 
-async def wait_until_decided(
-    pool: asyncpg.Pool, run: Run, accepted: int, *, timeout_s: float
-) -> int:
+async def wait_until_decided(pool: asyncpg.Pool, run: Run, *, timeout_s: float) -> int:
     """Wait (at most timeout_s) for the run's accepted applications to be decided; returns
     how many are."""
+    accepted = run.accepted
     deadline = time.monotonic() + timeout_s
     while True:
         decided: int = await pool.fetchval(
@@ -464,28 +480,16 @@ async def bench(
         # 104 ms against 51 ms in the run after it. The warm-up's requests are not counted,
         # and the measured run starts once they are all decided (no backlog carried over).
         print(f"warm-up: {rate:.0f} applications/s for {warmup_s:g} s, not measured", flush=True)
-        warmup = Run(
-            rate,
-            warmup_s,
-            concurrency,
-            f"warmup-{uuid.uuid4().hex[:8]}",
-            since=await pool.fetchval("SELECT now() - interval '5 seconds'"),
+        warmup = await new_run(
+            pool, "warmup", rate=rate, duration=warmup_s, concurrency=concurrency
         )
         await drive(warmup, config.api_url, vegeta)
-        accepted = sum(1 for s in warmup.samples if s.status == 202)
-        decided = await wait_until_decided(pool, warmup, accepted, timeout_s=drain_s)
+        decided = await wait_until_decided(pool, warmup, timeout_s=drain_s)
         print(
-            f"  warm-up: {accepted} of {len(warmup.samples)} accepted, {decided} decided",
+            f"  warm-up: {warmup.accepted} of {len(warmup.samples)} accepted, {decided} decided",
             flush=True,
         )
-    run = Run(
-        rate=rate,
-        duration=duration,
-        concurrency=concurrency,
-        marker=f"bench-{uuid.uuid4().hex[:8]}",
-        # The database may be on another machine, with another clock.
-        since=await pool.fetchval("SELECT now() - interval '5 seconds'"),
-    )
+    run = await new_run(pool, "bench", rate=rate, duration=duration, concurrency=concurrency)
     print("settling the database: VACUUM (ANALYZE) of what earlier runs left ...", flush=True)
     await settle(pool)
     processes = stack_processes(config)
@@ -499,8 +503,8 @@ async def bench(
     sampler = asyncio.create_task(sample_rss(processes, peaks, stop))
     watcher = asyncio.create_task(progress(run, pool, stop))
     generator_cpu = await drive(run, config.api_url, vegeta)
-    accepted = sum(1 for s in run.samples if s.status == 202)
-    await wait_until_decided(pool, run, accepted, timeout_s=drain_s)
+    accepted = run.accepted
+    await wait_until_decided(pool, run, timeout_s=drain_s)
     stop.set()
     series = await watcher
     await sampler

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from prequal_api.main import create_app
 from prequal_api.settings import ApiSettings
+from prequal_devstack import procs
 from prequal_devstack.config import StackConfig
 from prequal_devstack.stack import Stack
 from prequal_shared.events import (
@@ -259,8 +259,7 @@ class ServiceProcess:
         return code
 
     def close(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
+        procs.kill(self.process.pid, group=True)
         self.process.wait(timeout=10)
         self._log.close()
 
