@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
 from decision_service.messaging.breaker import create_breaker
 from decision_service.messaging.handler import DecisionHandler
+from decision_service.persistence.retention import ProcessedEventsRetention
 from decision_service.settings import DecisionSettings
 from prequal_shared.config import load_settings
 from prequal_shared.consumer import Handler
@@ -25,9 +27,14 @@ def main() -> None:
     @contextlib.asynccontextmanager
     async def decision_handler(_: Producer) -> AsyncIterator[Handler]:
         engine = create_engine(settings, application_name=SERVICE)
+        sessions = create_session_factory(engine)
+        retention = ProcessedEventsRetention(
+            sessions, retention_h=settings.processed_events_retention_h
+        )
+        pruning = asyncio.create_task(retention.run(), name="processed-events-retention")
         try:
             yield DecisionHandler(
-                sessions=create_session_factory(engine),
+                sessions=sessions,
                 breaker=create_breaker(
                     fail_max=settings.breaker_fail_max,
                     reset_timeout_s=settings.breaker_reset_timeout_s,
@@ -35,6 +42,9 @@ def main() -> None:
                 consumer_name=SERVICE,
             )
         finally:
+            pruning.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pruning
             await engine.dispose()
 
     spec = ConsumerService(

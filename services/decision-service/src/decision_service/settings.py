@@ -21,3 +21,11 @@ class DecisionSettings(ConsumerSettings):
     breaker_reset_timeout_s: float = Field(
         default=60.0, gt=0, description="Seconds the breaker stays open before it tries again."
     )
+    processed_events_retention_h: float = Field(
+        default=168.0,
+        gt=0,
+        description=(
+            "Records of applied events are deleted after this many hours; keep it at least the"
+            " retention of the credit reports topic (Kafka's default: 168)."
+        ),
+    )
