@@ -36,6 +36,8 @@ def create_engine(
         pool_timeout=settings.db_connect_timeout_s,
         pool_pre_ping=pre_ping,
         pool_recycle=1800,
+        # Errors name the statement but not its values: they hold names and PANs.
+        hide_parameters=True,
         connect_args={
             "timeout": settings.db_connect_timeout_s,
             "command_timeout": settings.db_statement_timeout_ms / 1000 + 1,
