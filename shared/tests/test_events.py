@@ -1,9 +1,10 @@
 import json
+import uuid
 from decimal import Decimal
 
 import pytest
 
-from prequal_devstack.testing import application_event
+from prequal_devstack.testing import application_event, report_event
 from prequal_shared.errors import PoisonMessageError
 from prequal_shared.events import (
     ApplicationSubmittedEvent,
@@ -78,3 +79,37 @@ def test_payload_rules_are_enforced_on_the_wire(change: dict[str, str]) -> None:
     wire["payload"].update(change)
     with pytest.raises(PoisonMessageError):
         decode(ApplicationSubmittedEvent, json.dumps(wire).encode())
+
+
+def report_with_income(income: bytes) -> bytes:
+    """A credit report on the wire whose income is written exactly as `income`."""
+    wire = json.loads(encode(report_event(uuid.uuid4(), score=700)))
+    wire["payload"]["monthly_income_inr"] = "INCOME"
+    return json.dumps(wire).encode().replace(b'"INCOME"', income)
+
+
+@pytest.mark.parametrize(
+    ("income", "exact"),
+    [
+        (b'"2083.33"', Decimal("2083.33")),
+        (b"2083", Decimal("2083")),  # a JSON integer is exact
+        (b'"2083.330"', Decimal("2083.33")),
+    ],
+)
+def test_event_amounts_are_read_exactly(income: bytes, exact: Decimal) -> None:
+    event = decode(CreditReportGeneratedEvent, report_with_income(income))
+    assert event.payload.monthly_income_inr == exact
+
+
+@pytest.mark.parametrize(
+    "income",
+    [
+        b"100000.00000000000000001",  # a float would read it as 100000.0
+        b"2083.33",
+        b'"2_083.33"',
+        b'"\\u0968\\u0966\\u096e\\u0969"',  # Devanagari digits, as JSON escapes
+    ],
+)
+def test_an_amount_that_may_not_be_exact_is_poison(income: bytes) -> None:
+    with pytest.raises(PoisonMessageError, match="monthly_income_inr"):
+        decode(CreditReportGeneratedEvent, report_with_income(income))

@@ -121,6 +121,9 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("pan digits misplaced", VALID | {"pan_number": "ABCD11234F"}, "pan_number"),
     ("pan not a string", VALID | {"pan_number": 1234567890}, "pan_number"),
     ("name too long", VALID | {"applicant_name": "x" * 256}, "applicant_name"),
+    # PostgreSQL refuses NUL in text: this was a 500 after validation had passed.
+    ("name with NUL", VALID | {"applicant_name": "Asha\u0000Rao"}, "applicant_name"),
+    ("name with a line break", VALID | {"applicant_name": "Asha\nRao"}, "applicant_name"),
     (
         "income missing",
         {k: v for k, v in VALID.items() if k != "monthly_income_inr"},
@@ -133,6 +136,17 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("income NaN string", VALID | {"monthly_income_inr": "NaN"}, "monthly_income_inr"),
     ("income Infinity", VALID | {"monthly_income_inr": "Infinity"}, "monthly_income_inr"),
     ("income text", VALID | {"monthly_income_inr": "lots"}, "monthly_income_inr"),
+    ("income with underscores", VALID | {"monthly_income_inr": "50_000"}, "monthly_income_inr"),
+    (
+        "income in Devanagari digits",
+        VALID | {"monthly_income_inr": "\u096b\u0966\u0966\u0966\u0966"},
+        "monthly_income_inr",
+    ),
+    (
+        "income in full-width digits",
+        VALID | {"monthly_income_inr": "\uff15\uff10\uff10\uff10\uff10"},
+        "monthly_income_inr",
+    ),
     ("income boolean", VALID | {"monthly_income_inr": True}, "monthly_income_inr"),
     ("loan missing", {k: v for k, v in VALID.items() if k != "loan_amount_inr"}, "loan_amount_inr"),
     ("loan zero", VALID | {"loan_amount_inr": "0.00"}, "loan_amount_inr"),

@@ -7,14 +7,37 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+)
 
 from prequal_shared.domain import PAN_PATTERN, LoanType
 from prequal_shared.errors import PoisonMessageError
 from prequal_shared.ids import new_id
 
+
+def _exact_amount(value: Any) -> Any:
+    """Refuse what cannot be an exact amount before Decimal sees it: a float (a JSON number
+    parsed as binary floating point has already lost digits: 100000.00000000000000001 became
+    100000.0), and strings Decimal would accept but no other system would, like "1_000" or
+    digits of other scripts. The API parses request numbers as Decimal, never as float."""
+    if isinstance(value, float):
+        msg = 'amounts must be exact: send a decimal string such as "50000.50", not a float'
+        raise ValueError(msg)
+    if isinstance(value, str) and (not value.isascii() or "_" in value):
+        msg = "amounts are written with the digits 0-9 and an optional decimal point"
+        raise ValueError(msg)
+    return value
+
+
 Money = Annotated[
     Decimal,
+    BeforeValidator(_exact_amount),
     Field(gt=0, max_digits=12, decimal_places=2, allow_inf_nan=False),
     PlainSerializer(lambda value: format(value, "f"), return_type=str, when_used="json"),
 ]

@@ -25,6 +25,7 @@ from prequal_api.api.schemas import (
     ApplicationIn,
     ApplicationStatusOut,
     Problem,
+    ValidationProblem,
 )
 from prequal_api.domain.applications import application_status
 from prequal_shared.domain import mask_pan
@@ -41,7 +42,11 @@ _UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     "/applications",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=ApplicationAccepted,
-    responses={422: {"description": "Invalid application; nothing was stored"}, **_UNAVAILABLE},
+    responses={
+        400: {"model": Problem, "description": "The body is not JSON; nothing was stored"},
+        422: {"model": ValidationProblem, "description": "Invalid application; nothing was stored"},
+        **_UNAVAILABLE,
+    },
     summary="Submit a loan application for prequalification",
 )
 async def create_application(application: ApplicationIn, intake: IntakeDep) -> ApplicationAccepted:
@@ -61,7 +66,11 @@ async def create_application(application: ApplicationIn, intake: IntakeDep) -> A
 @router.get(
     "/applications/{application_id}/status",
     response_model=ApplicationStatusOut,
-    responses={404: {"model": Problem, "description": "No such application"}, **_UNAVAILABLE},
+    responses={
+        404: {"model": Problem, "description": "No such application"},
+        422: {"model": ValidationProblem, "description": "The id is not a UUID"},
+        **_UNAVAILABLE,
+    },
     summary="Current status of an application",
 )
 async def get_application_status(

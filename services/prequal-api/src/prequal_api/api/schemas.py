@@ -32,7 +32,14 @@ class ApplicationIn(BaseModel):
         str, Field(pattern=PAN_PATTERN, description="Indian PAN, e.g. ABCDE1234F")
     ]
     applicant_name: (
-        Annotated[str, StringConstraints(strip_whitespace=True, max_length=255)] | None
+        Annotated[
+            str,
+            # No control characters: PostgreSQL refuses NUL in text (a 500, not a 422).
+            StringConstraints(
+                strip_whitespace=True, max_length=255, pattern=r"^[^\x00-\x1f\x7f]*$"
+            ),
+        ]
+        | None
     ) = None
     monthly_income_inr: Annotated[
         Money, Field(description="Monthly income in rupees, up to 2 decimals")
@@ -70,3 +77,16 @@ class ApplicationStatusOut(BaseModel):
 
 class Problem(BaseModel):
     detail: str
+
+
+class FieldError(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ValidationProblem(BaseModel):
+    """The 422 body: every bad field, without echoing the input."""
+
+    detail: str
+    errors: list[FieldError]
