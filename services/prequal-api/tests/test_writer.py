@@ -150,3 +150,37 @@ async def test_callers_get_their_answer_even_if_handing_events_on_fails(
     await writer.close()
     # Committed: the relay's sweep publishes them later.
     assert len(await stored(engine, [a.id for a in applications])) == 3
+
+
+async def test_a_submission_cancelled_before_its_write_is_not_stored(
+    engine: AsyncEngine, writer: ApplicationWriter
+) -> None:
+    """uvicorn cancels the requests still running when its graceful shutdown times out; their
+    clients get an error, so their applications must not be stored behind their back."""
+    first, cancelled, later = application(), application(), application()
+    async with engine.connect() as blocker:
+        # An uncommitted row with the first application's id: its insert (and so the
+        # writer) waits on the primary key until this transaction ends.
+        await blocker.execute(
+            text(
+                "INSERT INTO applications (id, pan_number, monthly_income_inr, loan_amount_inr)"
+                " VALUES (:id, 'ABCDE1234F', 1, 1)"
+            ),
+            {"id": first.id},
+        )
+        first_write = asyncio.create_task(writer.add(first))
+        await asyncio.sleep(0.2)  # the write of `first` is in flight
+        waiting = asyncio.create_task(writer.add(cancelled))
+        await asyncio.sleep(0.05)
+        waiting.cancel()
+        later_write = asyncio.create_task(writer.add(later))
+        await blocker.rollback()
+    async with asyncio.timeout(10):
+        await first_write
+        await later_write
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert {row[0] for row in await stored(engine, [first.id, cancelled.id, later.id])} == {
+        first.id,
+        later.id,
+    }

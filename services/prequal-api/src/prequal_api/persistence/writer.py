@@ -10,12 +10,14 @@ CPU.
 
 As with one statement per request, a connection lost while the commit is under way leaves
 its outcome unknown: every request of that batch gets a 503, although their rows may have
-been committed (the relay then publishes them as usual).
+been committed (the relay then publishes them as usual). A request cancelled while it still
+waits for a write is taken out of the queue, so it is not stored after all.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Sequence
 
 import structlog
@@ -54,9 +56,18 @@ class ApplicationWriter:
     async def add(self, application: NewApplication) -> None:
         """Returns once the application and its event are committed; raises if they were not."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append((application, done))
+        entry = (application, done)
+        self._waiting.append(entry)
         self._start_writer()
-        await done
+        try:
+            await done
+        except asyncio.CancelledError:
+            # The caller will not answer 202 (uvicorn cancels what is still running when its
+            # graceful shutdown times out): if its row is not being written yet, it never
+            # will be, so a client retrying cannot end up with two applications.
+            with contextlib.suppress(ValueError):  # already in a write: its outcome stands
+                self._waiting.remove(entry)
+            raise
 
     async def close(self) -> None:
         """Write what is waiting and wait for it (at shutdown, before the engine is disposed)."""
