@@ -33,6 +33,11 @@ log = structlog.stdlib.get_logger(__name__)
 SWEEP_GRACE_S = 5.0
 """An event is left to the fast path for this long before the sweep takes it over."""
 
+MAX_QUEUED_BATCHES = 20
+"""The fast path holds at most this many batches of events in memory; past that (Kafka slow,
+or a backlog being swept) committed events are left to the sweep, which reads them from the
+outbox, instead of piling up in memory."""
+
 
 class OutboxRelay:
     def __init__(
@@ -70,9 +75,10 @@ class OutboxRelay:
 
     def publish_soon(self, messages: Sequence[OutboxMessage]) -> None:
         """Committed events: publish them now rather than at the next sweep. Until Kafka has
-        been reached, events are left to the sweep instead of piling up in memory."""
-        if self._producer_started:
-            self._queue.extend(messages)
+        been reached, and past `MAX_QUEUED_BATCHES`, events are left to the sweep."""
+        room = MAX_QUEUED_BATCHES * self._batch_size - len(self._queue)
+        if self._producer_started and room > 0:
+            self._queue.extend(messages[:room])
             self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -102,10 +108,12 @@ class OutboxRelay:
                 await self._publish_queued()
                 if time.monotonic() - last_sweep >= self._sweep_interval_s:
                     last_sweep = time.monotonic()
-                    while await self.sweep() == self._batch_size:
-                        pass
+                    # A backlog (Kafka was down) is swept a batch at a time; what is committed
+                    # meanwhile still goes out at once, and a stop is not held up by the rest.
+                    while await self.sweep() == self._batch_size and not stop.is_set():
+                        await self._publish_queued()
                     await self._measure_backlog()
-                    while await self.prune() == self._batch_size:
+                    while await self.prune() == self._batch_size and not stop.is_set():
                         pass
                 failures = 0
             except Exception as exc:

@@ -1,0 +1,151 @@
+"""The outbox relay under a backlog, on the real PostgreSQL with a stand-in for Kafka.
+
+The relay works on an outbox of its own (a scratch schema with an empty copy of the table),
+so that its sweep cannot take the stack's real events; the producer is a fake of our own
+`Producer` interface that records what it is given and acknowledges after a delay.
+"""
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from prequal_api.messaging.outbox_relay import MAX_QUEUED_BATCHES, OutboxRelay
+from prequal_api.persistence.repository import OutboxMessage
+from prequal_devstack.testing import StackInfo, poll_until
+from prequal_shared.db import create_session_factory
+
+BATCH = 10
+
+
+class FakeProducer:
+    def __init__(self, *, ack_delay_s: float = 0.0) -> None:
+        self.started = False
+        self.sent: list[bytes] = []
+        self._ack_delay_s = ack_delay_s
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def has_started(self) -> bool:
+        return self.started
+
+    async def has_sent_something(self) -> bool:
+        return bool(self.sent)
+
+    async def send(self, topic: str, *, value: bytes | None, **_: Any) -> asyncio.Future[None]:
+        assert value is not None
+        self.sent.append(value)
+        ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_later(self._ack_delay_s, ack.set_result, None)
+        return ack
+
+
+@pytest.fixture
+async def scratch_outbox(stack: StackInfo, engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
+    """An engine whose `outbox` is an empty table in a schema of its own."""
+    schema = f"relay_test_{uuid.uuid4().hex[:8]}"
+    async with engine.begin() as conn:
+        await conn.execute(text(f"CREATE SCHEMA {schema}"))
+        await conn.execute(text(f"CREATE TABLE {schema}.outbox (LIKE public.outbox INCLUDING ALL)"))
+    scratch = create_async_engine(
+        stack.database_url, connect_args={"server_settings": {"search_path": schema}}
+    )
+    yield scratch
+    await scratch.dispose()
+    async with engine.begin() as conn:
+        await conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+
+
+def relay_for(outbox: AsyncEngine, producer: FakeProducer) -> OutboxRelay:
+    return OutboxRelay(
+        sessions=create_session_factory(outbox),
+        statements=outbox.execution_options(isolation_level="AUTOCOMMIT"),
+        producer=producer,  # type: ignore[arg-type]  # a fake of the same interface
+        sweep_interval_s=3600,  # one sweep, at start
+        batch_size=BATCH,
+    )
+
+
+def message(n: int) -> OutboxMessage:
+    return OutboxMessage(
+        event_id=uuid.uuid4(), topic="t", key=b"k", payload=f"fresh-{n}".encode(), headers={}
+    )
+
+
+async def add_backlog(outbox: AsyncEngine, count: int) -> None:
+    """Events committed a minute ago and never published (Kafka was down)."""
+    async with outbox.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO outbox (event_id, topic, message_key, payload, headers, created_at)"
+                " SELECT gen_random_uuid(), 't', 'k', convert_to('backlog-' || i, 'UTF8'), '{}',"
+                " now() - interval '1 minute' + i * interval '1 millisecond'"
+                " FROM generate_series(1, :count) AS i"
+            ),
+            {"count": count},
+        )
+
+
+async def unpublished(outbox: AsyncEngine) -> int:
+    async with outbox.connect() as conn:
+        return int(
+            await conn.scalar(text("SELECT count(*) FROM outbox WHERE published_at IS NULL")) or 0
+        )
+
+
+@contextlib.asynccontextmanager
+async def running(relay: OutboxRelay) -> AsyncIterator[asyncio.Event]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        yield stop
+    finally:
+        stop.set()
+        async with asyncio.timeout(15):
+            await task
+
+
+async def test_the_fast_path_keeps_a_bounded_number_of_events_in_memory(
+    scratch_outbox: AsyncEngine,
+) -> None:
+    producer = FakeProducer()
+    relay = relay_for(scratch_outbox, producer)
+    cap = MAX_QUEUED_BATCHES * BATCH
+    async with running(relay):
+        assert await poll_until(producer.has_started)
+        relay.publish_soon([message(n) for n in range(cap + 50)])  # all committed at once
+
+        async def settled() -> bool:
+            await asyncio.sleep(0.2)
+            return len(producer.sent) == cap
+
+        assert await poll_until(settled, timeout_s=10)
+    # The rest stays in the outbox, for the sweep.
+    assert producer.sent == [f"fresh-{n}".encode() for n in range(cap)]
+
+
+async def test_a_backlog_is_swept_while_fresh_events_go_out_and_a_stop_cuts_it_short(
+    scratch_outbox: AsyncEngine,
+) -> None:
+    await add_backlog(scratch_outbox, 30 * BATCH)
+    producer = FakeProducer(ack_delay_s=0.05)  # each sweep batch takes 50 ms at least
+    relay = relay_for(scratch_outbox, producer)
+    async with running(relay) as stop:
+        assert await poll_until(producer.has_sent_something)
+        relay.publish_soon([message(0)])
+
+        async def fresh_sent() -> bool:
+            return b"fresh-0" in producer.sent
+
+        # Sent within the sweep's drain, not after the whole backlog.
+        assert await poll_until(fresh_sent, timeout_s=5, interval_s=0.01)
+        assert await unpublished(scratch_outbox) > 0
+        stop.set()
+    # Stopped before the backlog was drained; the next sweep (of any relay) has the rest.
+    assert await unpublished(scratch_outbox) > 0
