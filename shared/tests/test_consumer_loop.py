@@ -50,7 +50,13 @@ class ScriptedHandler:
 
 @contextlib.asynccontextmanager
 async def running_loop(
-    stack: StackInfo, source: str, dlq: str, handler: Handler, *, group: str
+    stack: StackInfo,
+    source: str,
+    dlq: str,
+    handler: Handler,
+    *,
+    group: str,
+    stop_grace_s: float = 5.0,
 ) -> AsyncIterator[tuple[asyncio.Task[None], AIOKafkaConsumer, asyncio.Event]]:
     """A ConsumerLoop on real Kafka, stopped (and its clients closed) on exit; setting the
     yielded event stops it earlier, with the batch in hand committed."""
@@ -66,6 +72,7 @@ async def running_loop(
         handler=handler,
         dead_letters=DeadLetterPublisher(producer=producer, topic=dlq, consumer_name="test"),
         policy=FAST,
+        stop_grace_s=stop_grace_s,
     )
     task = asyncio.create_task(loop.run(stop))
     try:
@@ -207,3 +214,49 @@ async def test_a_rebalance_in_the_middle_of_a_batch_does_not_stop_the_consumer(
             assert not task.done()
         finally:
             await second.stop()
+
+
+class HangingHandler:
+    """Never finishes a batch, as the credit service waiting for a broker that is gone."""
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+        self.cancelled = False
+
+    async def __call__(self, records: Sequence[Record]) -> dict[int, PermanentError]:
+        self.entered.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+        raise AssertionError("unreachable")
+
+
+async def test_a_stop_abandons_a_batch_that_cannot_finish_and_commits_nothing(
+    stack: StackInfo, topics: TopicFactory
+) -> None:
+    source, dlq = await topics.create("source"), await topics.create("dlq")
+    await produce(stack.kafka_bootstrap_servers, source, (b"k", b"m1", []))
+    group = f"test-{uuid.uuid4().hex[:8]}"
+    hanging = HangingHandler()
+    async with running_loop(stack, source, dlq, hanging, group=group, stop_grace_s=0.5) as (
+        task,
+        consumer,
+        stop,
+    ):
+        async with asyncio.timeout(30):
+            await hanging.entered.wait()
+        stop.set()
+        async with asyncio.timeout(5):  # the grace, not for ever
+            await task
+        assert hanging.cancelled
+        assert await consumer.committed(TopicPartition(source, 0)) is None
+
+    # Redelivered to whoever consumes next.
+    handler = ScriptedHandler({})
+    async with running_loop(stack, source, dlq, handler, group=group):
+        async with asyncio.timeout(30):
+            while not handler.handled:  # noqa: ASYNC110 - polling a fake
+                await asyncio.sleep(0.05)
+    assert handler.handled == [b"m1"]

@@ -65,3 +65,17 @@ async def test_an_ordinary_failure_keeps_the_client() -> None:
         await producer.send_and_wait("t", value=b"1")
     assert await producer.send_and_wait("t", value=b"1") == "only"
     assert not only.stopped
+
+
+class UnreachableBrokerClient(FakeClient):
+    """Its flush never ends, as aiokafka's idempotent producer retrying a broker that is gone."""
+
+    async def stop(self) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_stop_gives_up_on_a_broker_that_never_acknowledges() -> None:
+    producer = Producer(lambda: UnreachableBrokerClient("a", []))
+    await producer.start()
+    async with asyncio.timeout(5):  # a shutdown is not held up for ever
+        await producer.stop(timeout_s=0.2)

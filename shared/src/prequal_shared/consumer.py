@@ -11,10 +11,11 @@ after each batch, once its work is durable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -61,8 +62,13 @@ class ConsumerLoop:
         name: str,
         policy: RetryPolicy | None = None,
         max_records: int = 200,
+        stop_grace_s: float = 5.0,
     ) -> None:
+        """Once stopped, the batch in hand has `stop_grace_s` to finish (and be committed);
+        after that it is abandoned uncommitted, to be redelivered, so that a stop cannot hang
+        on a dependency that is down (unacknowledged sends are retried for ever)."""
         self._name = name
+        self._stop_grace_s = stop_grace_s
         self._consumer = consumer
         self._handler = handler
         self._dead_letters = dead_letters
@@ -89,7 +95,11 @@ class ConsumerLoop:
                 continue
             records = [record for partition in batches.values() for record in partition]
             started = time.perf_counter()
-            handled = await self._handle(records)
+            handling = asyncio.ensure_future(self._handle(records))
+            if not await self._finished(handling, stop):
+                log.warning("stopped with a batch unfinished; it will be redelivered")
+                break
+            handled = handling.result()
             BATCH_SECONDS.labels(self._name).observe(time.perf_counter() - started)
             BATCH_SIZE.labels(self._name).observe(len(records))
             # A rebalance may have run while the batch was handled: only partitions this
@@ -109,6 +119,23 @@ class ConsumerLoop:
             await self._commit(done)
             self._record_lag(done)
         log.info("consumer stopping")
+
+    async def _finished(self, handling: asyncio.Future[bool], stop: asyncio.Event) -> bool:
+        """Wait for the batch; once `stop` is set, for at most `stop_grace_s` more, then cancel
+        it. False if it was cancelled."""
+        stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({handling, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if not handling.done():
+            await asyncio.wait({handling}, timeout=self._stop_grace_s)
+        if handling.done():
+            return True
+        handling.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await handling
+        return False
 
     async def _handle(self, records: list[Record]) -> bool:
         """Handle a batch; False means 'not handled, fetch it again later'."""

@@ -92,8 +92,16 @@ class Producer:
     async def start(self) -> None:
         await self._producer.start()
 
-    async def stop(self) -> None:
-        await self._producer.stop()
+    async def stop(self, *, timeout_s: float = 10.0) -> None:
+        """Flush and close, for at most `timeout_s`: with the broker unreachable, aiokafka's
+        idempotent producer retries pending sends for ever, and a shutdown would hang on it.
+        What is left unacknowledged was not committed as done by anyone (outbox rows stay
+        unpublished, consumer offsets stay put), so it is sent again after the restart."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._producer.stop()
+        except TimeoutError:
+            log.warning("producer closed with sends unacknowledged", timeout_s=timeout_s)
 
     async def send(
         self,

@@ -87,8 +87,10 @@ class OutboxRelay:
             await self._relay(stop)
         finally:
             if self._producer_started:
+                # Best effort, and short: the next sweep (of this or another relay) has the rest.
                 with contextlib.suppress(Exception):
-                    await self._publish_queued()  # best effort; the next sweep has the rest
+                    async with asyncio.timeout(5):
+                        await self._publish_queued()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(10):
                     await self._inflight.join()
