@@ -47,6 +47,13 @@ _TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
     asyncpg.TooManyConnectionsError,
     asyncpg.TransactionRollbackError,  # class 40: deadlock, serialization failure
+    # The server cannot do the work right now, whatever the work: disk full, out of memory
+    # (class 53), an I/O error (58), a lock timeout (55P03), or a standby that is read-only
+    # during a failover (25006). Classed permanent, they sent good messages to the DLQ.
+    asyncpg.InsufficientResourcesError,
+    asyncpg.PostgresSystemError,
+    asyncpg.LockNotAvailableError,
+    asyncpg.ReadOnlySQLTransactionError,
     sa_exc.OperationalError,
     sa_exc.InterfaceError,
     sa_exc.TimeoutError,
