@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from prequal_api.messaging import outbox_relay
 from prequal_api.messaging.outbox_relay import MAX_QUEUED_BATCHES, OutboxRelay
 from prequal_api.persistence.repository import OutboxMessage
 from prequal_devstack.testing import StackInfo, poll_until
@@ -24,7 +25,8 @@ BATCH = 10
 
 
 class FakeProducer:
-    def __init__(self, *, ack_delay_s: float = 0.0) -> None:
+    def __init__(self, *, ack_delay_s: float | None = 0.0) -> None:
+        """Acknowledges each send after `ack_delay_s`; never with None (a broker gone)."""
         self.started = False
         self.sent: list[bytes] = []
         self._ack_delay_s = ack_delay_s
@@ -42,7 +44,8 @@ class FakeProducer:
         assert value is not None
         self.sent.append(value)
         ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        asyncio.get_running_loop().call_later(self._ack_delay_s, ack.set_result, None)
+        if self._ack_delay_s is not None:
+            asyncio.get_running_loop().call_later(self._ack_delay_s, ack.set_result, None)
         return ack
 
 
@@ -107,8 +110,17 @@ async def running(relay: OutboxRelay) -> AsyncIterator[asyncio.Event]:
         yield stop
     finally:
         stop.set()
-        async with asyncio.timeout(15):
+        async with asyncio.timeout(8):  # about 5 s at most, whatever Kafka does
             await task
+
+
+async def claimable(outbox: AsyncEngine) -> int:
+    """Unpublished events that no transaction holds (that another relay could claim)."""
+    async with outbox.begin() as conn:
+        rows = await conn.execute(
+            text("SELECT event_id FROM outbox WHERE published_at IS NULL FOR UPDATE SKIP LOCKED")
+        )
+        return len(rows.all())
 
 
 async def test_the_fast_path_keeps_a_bounded_number_of_events_in_memory(
@@ -149,3 +161,34 @@ async def test_a_backlog_is_swept_while_fresh_events_go_out_and_a_stop_cuts_it_s
         stop.set()
     # Stopped before the backlog was drained; the next sweep (of any relay) has the rest.
     assert await unpublished(scratch_outbox) > 0
+
+
+async def test_with_kafka_gone_a_sweep_lets_go_of_its_claim(
+    scratch_outbox: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(outbox_relay, "SWEEP_ACK_TIMEOUT_S", 0.3)
+    await add_backlog(scratch_outbox, 5)
+    producer = FakeProducer(ack_delay_s=None)  # nothing is ever acknowledged
+    relay = relay_for(scratch_outbox, producer)
+    async with running(relay):
+        assert await poll_until(producer.has_sent_something)
+        assert await claimable(scratch_outbox) == 0  # the sweep holds them, waiting
+
+        async def released() -> bool:
+            return await claimable(scratch_outbox) == 5
+
+        # Given up on the acknowledgements: the claim's transaction is over.
+        assert await poll_until(released, timeout_s=5)
+    assert await unpublished(scratch_outbox) == 5
+
+
+async def test_with_kafka_gone_a_stop_does_not_wait_for_acknowledgements(
+    scratch_outbox: AsyncEngine,
+) -> None:
+    await add_backlog(scratch_outbox, 5)
+    producer = FakeProducer(ack_delay_s=None)
+    relay = relay_for(scratch_outbox, producer)
+    async with running(relay):  # stopped within its bound, long before the sweep gives up
+        assert await poll_until(producer.has_sent_something)
+    assert await unpublished(scratch_outbox) == 5
+    assert await claimable(scratch_outbox) == 5

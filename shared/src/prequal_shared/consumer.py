@@ -11,11 +11,10 @@ after each batch, once its work is durable.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -32,6 +31,7 @@ from prequal_shared.errors import PermanentError, RetryLaterError, is_transient
 from prequal_shared.events import HEADER_CORRELATION_ID, header
 from prequal_shared.kafka import DeadLetterPublisher
 from prequal_shared.metrics import BATCH_SECONDS, BATCH_SIZE, LAG, MESSAGES, PAUSED
+from prequal_shared.shutdown import finish_or_abandon
 
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
 Handler = Callable[[Sequence[Record]], Awaitable[Mapping[int, PermanentError]]]
@@ -96,7 +96,7 @@ class ConsumerLoop:
             records = [record for partition in batches.values() for record in partition]
             started = time.perf_counter()
             handling = asyncio.ensure_future(self._handle(records))
-            if not await self._finished(handling, stop):
+            if not await finish_or_abandon(handling, stop, self._stop_grace_s):
                 log.warning("stopped with a batch unfinished; it will be redelivered")
                 break
             handled = handling.result()
@@ -119,23 +119,6 @@ class ConsumerLoop:
             await self._commit(done)
             self._record_lag(done)
         log.info("consumer stopping")
-
-    async def _finished(self, handling: asyncio.Future[bool], stop: asyncio.Event) -> bool:
-        """Wait for the batch; once `stop` is set, for at most `stop_grace_s` more, then cancel
-        it. False if it was cancelled."""
-        stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
-        try:
-            await asyncio.wait({handling, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopping.cancel()
-        if not handling.done():
-            await asyncio.wait({handling}, timeout=self._stop_grace_s)
-        if handling.done():
-            return True
-        handling.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await handling
-        return False
 
     async def _handle(self, records: list[Record]) -> bool:
         """Handle a batch; False means 'not handled, fetch it again later'."""

@@ -92,7 +92,7 @@ class Producer:
     async def start(self) -> None:
         await self._producer.start()
 
-    async def stop(self, *, timeout_s: float = 10.0) -> None:
+    async def stop(self, *, timeout_s: float = 5.0) -> None:
         """Flush and close, for at most `timeout_s`: with the broker unreachable, aiokafka's
         idempotent producer retries pending sends for ever, and a shutdown would hang on it.
         What is left unacknowledged was not committed as done by anyone (outbox rows stay

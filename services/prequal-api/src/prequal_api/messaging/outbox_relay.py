@@ -27,11 +27,15 @@ from prequal_api.persistence.repository import OutboxMessage
 from prequal_shared.errors import is_transient
 from prequal_shared.kafka import Producer
 from prequal_shared.metrics import OUTBOX_BACKLOG, OUTBOX_PUBLISHED
+from prequal_shared.shutdown import finish_or_abandon
 
 log = structlog.stdlib.get_logger(__name__)
 
 SWEEP_GRACE_S = 5.0
 """An event is left to the fast path for this long before the sweep takes it over."""
+
+SWEEP_ACK_TIMEOUT_S = 15.0
+"""A sweep gives up on acknowledgements after this long, releases its claim and retries."""
 
 MAX_QUEUED_BATCHES = 20
 """The fast path holds at most this many batches of events in memory; past that (Kafka slow,
@@ -82,17 +86,20 @@ class OutboxRelay:
             self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Relay until `stop`; then finish what is in hand, briefly (about 5 s at most, for Kafka
+        may be down): what is not confirmed stays unpublished in the outbox for the next sweep."""
         confirmer = asyncio.create_task(self._confirm(), name="outbox-confirm")
         try:
-            await self._relay(stop)
+            relaying = asyncio.ensure_future(self._relay(stop))
+            if await finish_or_abandon(relaying, stop, grace_s=2):
+                relaying.result()  # raises whatever ended it
+            else:
+                log.warning("outbox relay stopped with a publish unacknowledged")
         finally:
-            if self._producer_started:
-                # Best effort, and short: the next sweep (of this or another relay) has the rest.
-                with contextlib.suppress(Exception):
-                    async with asyncio.timeout(5):
+            with contextlib.suppress(Exception):  # best effort; the next sweep has the rest
+                async with asyncio.timeout(3):
+                    if self._producer_started:
                         await self._publish_queued()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(10):
                     await self._inflight.join()
             confirmer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -175,7 +182,10 @@ class OutboxRelay:
             )
             if not messages:
                 return 0
-            await self._send(messages)
+            # Not for ever while Kafka is away (aiokafka retries unacknowledged sends without
+            # end): the claim's transaction would stay open, holding the rows and vacuum.
+            async with asyncio.timeout(SWEEP_ACK_TIMEOUT_S):
+                await self._send(messages)
             await repository.mark_published(session, [m.event_id for m in messages])
         log.info("outbox sweep published events", count=len(messages))
         return len(messages)
