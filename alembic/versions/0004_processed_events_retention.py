@@ -6,8 +6,8 @@ Create Date: 2026-11-28
 
 The decision service records one row per event it applies, 86 million a day at 1,000
 applications/s. Rows older than the topics' retention can never be redelivered, so the
-service deletes them (`PROCESSED_EVENTS_RETENTION_H`); this index finds them without reading
-the table.
+service deletes its own (`PROCESSED_EVENTS_RETENTION_H`); this index finds them without
+reading the table.
 """
 
 from collections.abc import Sequence
@@ -24,9 +24,9 @@ def upgrade() -> None:
     # CONCURRENTLY, as in 0003: a plain CREATE INDEX would block every decision while it builds.
     with op.get_context().autocommit_block():
         op.create_index(
-            "ix_processed_events_processed_at",
+            "ix_processed_events_consumer_processed_at",
             "processed_events",
-            ["processed_at"],
+            ["consumer", "processed_at"],
             postgresql_concurrently=True,
         )
 
@@ -34,7 +34,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.get_context().autocommit_block():
         op.drop_index(
-            "ix_processed_events_processed_at",
+            "ix_processed_events_consumer_processed_at",
             table_name="processed_events",
             postgresql_concurrently=True,
         )

@@ -1,7 +1,7 @@
 """Records of applied events are forgotten past retention, and only those, on the real database.
 
-Ages are in decades so that only this test's rows are that old: the stack's own rows in the
-shared database are left alone.
+Each test records events under a consumer name of its own, so neither the stack's own decision
+service (which prunes its consumer group's records) nor another test can touch them.
 """
 
 import uuid
@@ -12,7 +12,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from decision_service.persistence.retention import ProcessedEventsRetention
-from prequal_devstack.testing import StackInfo, free_port, poll_until
+from prequal_devstack.testing import StackInfo, TopicFactory, free_port, poll_until
 from prequal_shared.db import create_session_factory
 from prequal_shared.models import ProcessedEvent
 
@@ -43,9 +43,8 @@ async def remaining(engine: AsyncEngine, consumer: str) -> set[uuid.UUID]:
 async def test_prune_forgets_every_event_past_retention_in_batches(engine: AsyncEngine) -> None:
     consumer = f"test-retention-{uuid.uuid4().hex[:8]}"
     retention = ProcessedEventsRetention(
-        create_session_factory(engine), retention_h=DECADE_H, batch_size=2
+        create_session_factory(engine), consumer=consumer, retention_h=DECADE_H, batch_size=2
     )
-    await retention.prune()  # whatever an interrupted earlier run left behind
     await record_events(engine, consumer, *[timedelta(days=3700 + i) for i in range(5)])
     kept = await record_events(
         engine,
@@ -53,23 +52,28 @@ async def test_prune_forgets_every_event_past_retention_in_batches(engine: Async
         timedelta(days=3600),  # just inside ten years
         timedelta(0),
     )
+    # Another consumer's records are its own business.
+    [other] = await record_events(engine, f"{consumer}-other", timedelta(days=3700))
 
     # Five rows past retention, two per batch: three batches, the last one short.
     assert await retention.prune() == 5
     assert await remaining(engine, consumer) == set(kept)
     assert await retention.prune() == 0
+    assert await remaining(engine, f"{consumer}-other") == {other}
 
 
-async def test_the_service_prunes_while_it_runs(
-    stack: StackInfo, engine: AsyncEngine, service_process: Any
+async def test_the_service_prunes_its_consumer_groups_records_while_it_runs(
+    stack: StackInfo, topics: TopicFactory, engine: AsyncEngine, service_process: Any
 ) -> None:
-    consumer = f"test-retention-{uuid.uuid4().hex[:8]}"
-    [stale] = await record_events(engine, consumer, timedelta(days=7400))
-    [fresh] = await record_events(engine, consumer, timedelta(days=1))
+    group = f"test-decision-{uuid.uuid4().hex[:8]}"
+    [stale] = await record_events(engine, group, timedelta(days=7400))
+    [fresh] = await record_events(engine, group, timedelta(days=1))
     process = service_process(
         "decision_service",
         {
-            "DECISION_CONSUMER_GROUP": f"test-decision-{uuid.uuid4().hex[:8]}",
+            "TOPIC_CREDIT_REPORTS": await topics.create("reports"),
+            "TOPIC_DLQ": await topics.create("dlq"),
+            "DECISION_CONSUMER_GROUP": group,
             "KAFKA_BOOTSTRAP_SERVERS": stack.kafka_bootstrap_servers,
             "DATABASE_URL": stack.database_url,
             "DECISION_OPS_PORT": str(free_port()),
@@ -79,10 +83,10 @@ async def test_the_service_prunes_while_it_runs(
     await process.wait_for_log('"started"')
 
     async def stale_forgotten() -> bool:
-        return stale not in await remaining(engine, consumer)
+        return stale not in await remaining(engine, group)
 
     assert await poll_until(stale_forgotten)
     await process.wait_for_log('"forgot old processed events"')
-    assert await remaining(engine, consumer) == {fresh}
+    assert await remaining(engine, group) == {fresh}
     # The pruning task stops with the service, which exits cleanly.
     assert process.terminate() == 0

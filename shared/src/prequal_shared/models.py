@@ -98,9 +98,9 @@ class ProcessedEvent(Base):
     __tablename__ = "processed_events"
     __table_args__ = (
         PrimaryKeyConstraint("consumer", "event_id"),
-        # The retention prune's: oldest first. `processed_at` only grows, so inserts land on
-        # the index's rightmost page.
-        Index("ix_processed_events_processed_at", "processed_at"),
+        # The retention prune's: a consumer's oldest first. `processed_at` only grows, so
+        # inserts land on the rightmost page of each consumer's range.
+        Index("ix_processed_events_consumer_processed_at", "consumer", "processed_at"),
     )
 
     consumer: Mapped[str] = mapped_column(String(64))

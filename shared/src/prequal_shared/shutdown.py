@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 
@@ -12,17 +11,21 @@ async def finish_or_abandon(work: asyncio.Future[Any], stop: asyncio.Event, grac
 
     True if it finished (its result or exception is then in `work`), False if it was
     cancelled: with Kafka unreachable, aiokafka retries unacknowledged sends for ever, and a
-    stop would otherwise wait for them until the process is killed."""
+    stop would otherwise wait for them until the process is killed. If the caller itself is
+    cancelled, so is `work`."""
     stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
     try:
         await asyncio.wait({work, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not work.done():
+            await asyncio.wait({work}, timeout=grace_s)
+    except BaseException:
+        work.cancel()
+        raise
     finally:
         stopping.cancel()
-    if not work.done():
-        await asyncio.wait({work}, timeout=grace_s)
     if work.done():
         return True
     work.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await work
+    # Not `await work`: that would also swallow a cancellation of the caller.
+    await asyncio.wait({work})
     return False

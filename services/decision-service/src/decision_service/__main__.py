@@ -28,8 +28,10 @@ def main() -> None:
     async def decision_handler(_: Producer) -> AsyncIterator[Handler]:
         engine = create_engine(settings, application_name=SERVICE)
         sessions = create_session_factory(engine)
+        # The consumer group is the consumer: its events are recognised, and forgotten, as its.
+        consumer = settings.decision_consumer_group
         retention = ProcessedEventsRetention(
-            sessions, retention_h=settings.processed_events_retention_h
+            sessions, consumer=consumer, retention_h=settings.processed_events_retention_h
         )
         pruning = asyncio.create_task(retention.run(), name="processed-events-retention")
         try:
@@ -39,7 +41,7 @@ def main() -> None:
                     fail_max=settings.breaker_fail_max,
                     reset_timeout_s=settings.breaker_reset_timeout_s,
                 ),
-                consumer_name=SERVICE,
+                consumer_name=consumer,
             )
         finally:
             pruning.cancel()

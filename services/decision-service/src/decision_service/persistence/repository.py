@@ -131,17 +131,22 @@ async def record_decisions(
 
 
 _FORGET = text(
-    "DELETE FROM processed_events WHERE (consumer, event_id) IN ("
-    " SELECT consumer, event_id FROM processed_events"
-    " WHERE processed_at < now() - make_interval(secs => :seconds)"
+    "DELETE FROM processed_events WHERE consumer = :consumer AND event_id IN ("
+    " SELECT event_id FROM processed_events"
+    " WHERE consumer = :consumer AND processed_at < now() - make_interval(secs => :seconds)"
     " ORDER BY processed_at LIMIT :limit)"
 )
 
 
-async def forget_processed_events(session: AsyncSession, *, older_than_h: float, limit: int) -> int:
-    """Delete up to `limit` of the oldest records of applied events older than `older_than_h`.
+async def forget_processed_events(
+    session: AsyncSession, *, consumer: str, older_than_h: float, limit: int
+) -> int:
+    """Delete up to `limit` of `consumer`'s oldest records of applied events, older than
+    `older_than_h`.
 
     Safe to forget once Kafka can no longer redeliver the event (past the topic's retention);
     even then a replay cannot decide twice, since only PENDING rows move."""
-    result = await session.execute(_FORGET, {"seconds": older_than_h * 3600, "limit": limit})
+    result = await session.execute(
+        _FORGET, {"consumer": consumer, "seconds": older_than_h * 3600, "limit": limit}
+    )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]

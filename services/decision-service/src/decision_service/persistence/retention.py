@@ -20,18 +20,20 @@ log = structlog.stdlib.get_logger(__name__)
 
 
 class ProcessedEventsRetention:
-    """Deletes records of applied events older than `retention_h`, every `interval_s`, in
-    batches of `batch_size` rows (one short transaction each)."""
+    """Deletes `consumer`'s records of applied events older than `retention_h`, every
+    `interval_s`, in batches of `batch_size` rows (one short transaction each)."""
 
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
         *,
+        consumer: str,
         retention_h: float,
         interval_s: float = 60.0,
         batch_size: int = 5000,
     ) -> None:
         self._sessions = sessions
+        self._consumer = consumer
         self._retention_h = retention_h
         self._interval_s = interval_s
         self._batch_size = batch_size
@@ -42,7 +44,10 @@ class ProcessedEventsRetention:
         while True:
             async with self._sessions.begin() as session:
                 deleted = await forget_processed_events(
-                    session, older_than_h=self._retention_h, limit=self._batch_size
+                    session,
+                    consumer=self._consumer,
+                    older_than_h=self._retention_h,
+                    limit=self._batch_size,
                 )
             total += deleted
             if deleted < self._batch_size:

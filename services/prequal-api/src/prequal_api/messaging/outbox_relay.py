@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import time
 from collections.abc import Sequence
@@ -107,7 +108,7 @@ class OutboxRelay:
 
     async def _relay(self, stop: asyncio.Event) -> None:
         failures = 0
-        last_sweep = 0.0
+        last_sweep = -math.inf  # the first sweep at once (monotonic time may start near 0)
         while not stop.is_set():
             try:
                 if not self._producer_started:
