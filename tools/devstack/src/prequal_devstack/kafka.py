@@ -69,6 +69,16 @@ def java_major() -> int:
     return major
 
 
+def new_cluster_id() -> str:
+    """A KRaft cluster id: a random UUID in URL-safe base64, as `kafka-storage random-uuid`
+    makes them. Like Kafka, never one starting with "-": the storage tool would read it as an
+    option (`--cluster-id: expected one argument`), one format in 64 (it failed a CI run)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 class Kafka:
     name = "kafka"
 
@@ -176,7 +186,7 @@ class Kafka:
             )
         )
         if not (self.data / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            cluster_id = new_cluster_id()
             result = subprocess.run(
                 self._java(
                     "kafka.tools.StorageTool",
