@@ -260,3 +260,29 @@ async def test_a_stop_abandons_a_batch_that_cannot_finish_and_commits_nothing(
             while not handler.handled:  # noqa: ASYNC110 - polling a fake
                 await asyncio.sleep(0.05)
     assert handler.handled == [b"m1"]
+
+
+async def test_a_message_is_dead_lettered_once_while_a_later_one_in_its_batch_still_fails(
+    stack: StackInfo, topics: TopicFactory
+) -> None:
+    source, dlq = await topics.create("source"), await topics.create("dlq")
+    await produce(
+        stack.kafka_bootstrap_servers,
+        source,
+        (None, b"bug-1", []),
+        (None, b"bug-2", []),
+        (None, b"ok", []),
+    )
+    handler = ScriptedHandler(
+        {b"bug-1": [ZeroDivisionError("one")] * 50, b"bug-2": [KeyError("two")] * 50}
+    )
+
+    committed = await run_loop(stack, source, dlq, handler, until=1)
+
+    assert handler.handled == [b"ok"]
+    assert committed == 3
+    dead = await read_topic(stack.kafka_bootstrap_servers, dlq, count=10, timeout_s=3)
+    # Once each: bug-1's retries were not started over while bug-2 was being retried.
+    assert sorted(r.value or b"" for r in dead) == [b"bug-1", b"bug-2"]
+    # Each round tries the whole batch, then the message alone.
+    assert handler.attempts[b"bug-1"] <= 2 * FAST.unexpected_attempts

@@ -102,26 +102,37 @@ class ConsumerLoop:
             handled = handling.result()
             BATCH_SECONDS.labels(self._name).observe(time.perf_counter() - started)
             BATCH_SIZE.labels(self._name).observe(len(records))
-            # A rebalance may have run while the batch was handled: only partitions this
-            # instance still owns may be sought or committed (their new owner re-reads the
-            # rest from the last commit, and the work is idempotent).
-            owned = self._consumer.assignment()
-            if not handled:
-                # Nothing past the first unhandled message may be committed: fetch it all again.
-                for tp, partition in batches.items():
-                    if tp in owned:
-                        self._consumer.seek(tp, partition[0].offset)
-                MESSAGES.labels(self._name, records[0].topic, "retried").inc(len(records))
-                continue
-            done = {
-                tp: partition[-1].offset + 1 for tp, partition in batches.items() if tp in owned
-            }
-            await self._commit(done)
-            self._record_lag(done)
+            await self._settle(batches, records[:handled])
         log.info("consumer stopping")
 
-    async def _handle(self, records: list[Record]) -> bool:
-        """Handle a batch; False means 'not handled, fetch it again later'."""
+    async def _settle(
+        self, batches: Mapping[TopicPartition, list[Record]], handled: list[Record]
+    ) -> None:
+        """Commit what was handled (a prefix of the batch); seek back to the rest, which is
+        fetched again. A rebalance may have run while the batch was handled: only partitions
+        this instance still owns are sought or committed (their new owner re-reads the rest
+        from the last commit, and the work is idempotent)."""
+        owned = self._consumer.assignment()
+        next_offsets = {TopicPartition(r.topic, r.partition): r.offset + 1 for r in handled}
+        done: dict[TopicPartition, int] = {}
+        retried = 0
+        for tp, partition in batches.items():
+            if tp not in owned:
+                continue
+            if tp in next_offsets:
+                done[tp] = next_offsets[tp]
+            if next_offsets.get(tp, partition[0].offset) <= partition[-1].offset:
+                # Nothing past the first unhandled message may be committed.
+                self._consumer.seek(tp, next_offsets.get(tp, partition[0].offset))
+                retried += partition[-1].offset + 1 - next_offsets.get(tp, partition[0].offset)
+        if retried:
+            MESSAGES.labels(self._name, next(iter(batches)).topic, "retried").inc(retried)
+        await self._commit(done)
+        self._record_lag(done)
+
+    async def _handle(self, records: list[Record]) -> int:
+        """Handle a batch; returns how many of its records, from the first, were handled (the
+        rest is fetched again later). Handled means applied, or dead-lettered for good."""
         try:
             failures = await self._attempt(records)
         except RetryLaterError as exc:
@@ -129,28 +140,30 @@ class ConsumerLoop:
                 "dependency unavailable, pausing", error=str(exc), retry_after=exc.retry_after
             )
             self._pause(exc.retry_after)
-            return False
+            return 0
         except Exception as exc:
             if is_transient(exc):
                 log.warning("transient failure persists, pausing", error=repr(exc))
                 self._pause(self._policy.pause_s)
-                return False
+                return 0
             if len(records) > 1:
+                # Handled ones are committed even if a later one fails: not handled (and
+                # dead-lettered) again while that one is retried.
                 log.warning("batch failed unexpectedly; handling its messages one at a time")
-                for record in records:
+                for index, record in enumerate(records):
                     if not await self._handle([record]):
-                        return False
-                return True
-            return await self._unexpected_failure(records[0], exc)
+                        return index
+                return len(records)
+            return 1 if await self._unexpected_failure(records[0], exc) else 0
         for index, error in sorted(failures.items()):
             if not await self._dead_letter(records[index], error):
-                return False
+                return 0
         if len(records) == 1:
             self._unexpected.pop((records[0].topic, records[0].partition, records[0].offset), None)
         processed = len(records) - len(failures)
         if processed:
             MESSAGES.labels(self._name, records[0].topic, "processed").inc(processed)
-        return True
+        return len(records)
 
     async def _attempt(self, records: list[Record]) -> Mapping[int, PermanentError]:
         """Call the handler, retrying transient failures in place for a short while."""
