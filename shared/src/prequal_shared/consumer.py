@@ -158,8 +158,9 @@ class ConsumerLoop:
         for index, error in sorted(failures.items()):
             if not await self._dead_letter(records[index], error):
                 return 0
-        if len(records) == 1:
-            self._unexpected.pop((records[0].topic, records[0].partition, records[0].offset), None)
+        if self._unexpected:  # a message that failed before has now been handled
+            for record in records:
+                self._unexpected.pop((record.topic, record.partition, record.offset), None)
         processed = len(records) - len(failures)
         if processed:
             MESSAGES.labels(self._name, records[0].topic, "processed").inc(processed)
