@@ -35,6 +35,7 @@ def wrapped(inner: BaseException) -> sa_exc.DBAPIError:
         (wrapped(asyncpg.exceptions.AdminShutdownError("terminating connection")), True),
         (wrapped(asyncpg.exceptions.ConnectionDoesNotExistError("closed")), True),
         (sa_exc.OperationalError("SELECT 1", {}, Exception("x")), True),
+        (wrapped(asyncpg.exceptions.TooManyConnectionsError("too many clients")), True),
         (wrapped(asyncpg.exceptions.DiskFullError("could not extend file")), True),
         (wrapped(asyncpg.exceptions.OutOfMemoryError("out of memory")), True),
         (wrapped(asyncpg.exceptions.PostgresIOError("could not read block")), True),

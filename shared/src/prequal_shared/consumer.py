@@ -121,10 +121,11 @@ class ConsumerLoop:
                 continue
             if tp in next_offsets:
                 done[tp] = next_offsets[tp]
-            if next_offsets.get(tp, partition[0].offset) <= partition[-1].offset:
+            resume = next_offsets.get(tp, partition[0].offset)
+            if resume <= partition[-1].offset:
                 # Nothing past the first unhandled message may be committed.
-                self._consumer.seek(tp, next_offsets.get(tp, partition[0].offset))
-                retried += partition[-1].offset + 1 - next_offsets.get(tp, partition[0].offset)
+                self._consumer.seek(tp, resume)
+                retried += partition[-1].offset + 1 - resume
         if retried:
             MESSAGES.labels(self._name, next(iter(batches)).topic, "retried").inc(retried)
         await self._commit(done)

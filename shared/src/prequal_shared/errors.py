@@ -45,11 +45,11 @@ _TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,  # SQLSTATE class 08: connection failures
     asyncpg.OperatorInterventionError,  # class 57: shutting down, cannot connect now, cancelled
     asyncpg.InterfaceError,
-    asyncpg.TooManyConnectionsError,
     asyncpg.TransactionRollbackError,  # class 40: deadlock, serialization failure
-    # The server cannot do the work right now, whatever the work: disk full, out of memory
-    # (class 53), an I/O error (58), a lock timeout (55P03), or a standby that is read-only
-    # during a failover (25006). Classed permanent, they sent good messages to the DLQ.
+    # The server cannot do the work right now, whatever the work: too many connections, a
+    # full disk, out of memory (class 53), an I/O error (58), a lock timeout (55P03), or a
+    # standby that is read-only during a failover (25006). Classed permanent, they sent good
+    # messages to the DLQ.
     asyncpg.InsufficientResourcesError,
     asyncpg.PostgresSystemError,
     asyncpg.LockNotAvailableError,
