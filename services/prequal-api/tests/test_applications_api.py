@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from prequal_api.api.schemas import MAX_BODY_BYTES
 from prequal_devstack.testing import fetch_application, poll_until
 from prequal_shared.models import Application, OutboxEvent
 
@@ -194,6 +195,44 @@ async def test_malformed_bodies_are_rejected_and_store_nothing(
     assert await row_count() == before
 
 
+def padded(size: int) -> bytes:
+    """A valid application, padded with whitespace to `size` bytes."""
+    body = json.dumps(VALID).encode()
+    return body + b" " * (size - len(body))
+
+
+async def streamed(body: bytes) -> Any:
+    """The body in 1 kB chunks, with no Content-Length (chunked transfer encoding)."""
+    for start in range(0, len(body), 1024):
+        yield body[start : start + 1024]
+
+
+@pytest.mark.parametrize(
+    ("size", "chunked", "status"),
+    [
+        (MAX_BODY_BYTES, False, 202),
+        (MAX_BODY_BYTES + 1, False, 413),
+        (MAX_BODY_BYTES, True, 202),
+        (MAX_BODY_BYTES + 1, True, 413),
+        (50 * 1024 * 1024, False, 413),
+    ],
+    ids=["at the limit", "one byte over", "chunked at the limit", "chunked over", "50 MB"],
+)
+async def test_bodies_over_the_limit_are_413_and_store_nothing(
+    client: httpx.AsyncClient, row_count: Any, size: int, chunked: bool, status: int
+) -> None:
+    body = padded(size)
+    before = await row_count()
+    response = await client.post(
+        "/applications",
+        content=streamed(body) if chunked else body,
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == status, response.text
+    stored = 1 if status == 202 else 0
+    assert await row_count() == (before[0] + stored, before[1] + stored)
+
+
 async def test_status_of_a_known_application_never_shows_the_pan(
     client: httpx.AsyncClient,
 ) -> None:
@@ -238,7 +277,7 @@ async def test_openapi_documents_the_contract_with_examples(client: httpx.AsyncC
     assert (await client.get("/docs")).status_code == 200
     spec = (await client.get("/openapi.json")).json()
     post = spec["paths"]["/applications"]["post"]
-    assert "202" in post["responses"]
+    assert {"202", "400", "413", "422", "503"} <= set(post["responses"])
     schema = spec["components"]["schemas"]["ApplicationIn"]
     assert schema["examples"][0]["pan_number"] == "ABCDE1234F"
     assert schema["additionalProperties"] is False

@@ -16,6 +16,7 @@ from prometheus_fastapi_instrumentator import Instrumentator, metrics
 from prequal_api.api.deps import CORRELATION_HEADER
 from prequal_api.api.errors import install_error_handlers
 from prequal_api.api.routes import router
+from prequal_api.api.schemas import MAX_BODY_BYTES
 from prequal_api.domain.applications import ApplicationIntake
 from prequal_api.messaging.outbox_relay import OutboxRelay
 from prequal_api.persistence.writer import ApplicationWriter
@@ -90,6 +91,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             "(simulated CIBIL) and decided asynchronously through Kafka."
         ),
         lifespan=lifespan,
+        max_body_size=MAX_BODY_BYTES,
     )
     app.include_router(router)
     install_error_handlers(app)

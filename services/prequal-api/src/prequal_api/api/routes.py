@@ -21,6 +21,7 @@ from prequal_api.api.deps import (
     unit_of_work,
 )
 from prequal_api.api.schemas import (
+    MAX_BODY_BYTES,
     ApplicationAccepted,
     ApplicationIn,
     ApplicationStatusOut,
@@ -44,6 +45,10 @@ _UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     response_model=ApplicationAccepted,
     responses={
         400: {"model": Problem, "description": "The body is not JSON; nothing was stored"},
+        413: {
+            "content": {"text/plain": {}},
+            "description": f"The body is over {MAX_BODY_BYTES} bytes; nothing was stored",
+        },
         422: {"model": ValidationProblem, "description": "Invalid application; nothing was stored"},
         **_UNAVAILABLE,
     },

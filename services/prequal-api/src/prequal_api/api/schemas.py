@@ -11,6 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from prequal_shared.domain import PAN_PATTERN, ApplicationStatus, LoanType
 from prequal_shared.events import Money
 
+# An application is about 200 bytes of JSON (a name of 255 characters, each escaped as
+# \uXXXX, is 1.5 kB). Without a limit a client could make the API hold any body in memory.
+MAX_BODY_BYTES = 16 * 1024
+
 
 class ApplicationIn(BaseModel):
     model_config = ConfigDict(
