@@ -92,6 +92,10 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         ),
         lifespan=lifespan,
         max_body_size=MAX_BODY_BYTES,
+        # Metrics are Prometheus' (below) and no traces are exported. FastAPI's native
+        # OpenTelemetry, on by default, looked up three global providers on every request
+        # only to find none set (py-spy: 1.5% of the API's CPU at 2,000/s).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.include_router(router)
     install_error_handlers(app)
