@@ -115,6 +115,20 @@ async def test_optional_fields_may_be_left_out(
     assert (row.applicant_name, row.loan_type, row.status) == (None, None, "PENDING")
 
 
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [("  Asha Rao ", "Asha Rao"), ("   ", None), ("", None), ("\u00a0", None)],
+    ids=["trimmed", "spaces only", "empty", "no-break space"],
+)
+async def test_names_are_trimmed_and_a_blank_one_is_no_name(
+    client: httpx.AsyncClient, engine: AsyncEngine, given: str, stored: str | None
+) -> None:
+    response = await client.post("/applications", json=VALID | {"applicant_name": given})
+    assert response.status_code == 202, response.text
+    row = await fetch_application(engine, uuid.UUID(response.json()["application_id"]))
+    assert row.applicant_name == stored
+
+
 INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("missing pan", {k: v for k, v in VALID.items() if k != "pan_number"}, "pan_number"),
     ("lower-case pan", VALID | {"pan_number": "abcde1234f"}, "pan_number"),

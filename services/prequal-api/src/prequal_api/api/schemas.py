@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from prequal_shared.domain import PAN_PATTERN, ApplicationStatus, LoanType
 from prequal_shared.events import Money
@@ -42,6 +42,8 @@ class ApplicationIn(BaseModel):
             StringConstraints(
                 strip_whitespace=True, max_length=255, pattern=r"^[^\x00-\x1f\x7f]*$"
             ),
+            # A name of spaces only is no name: stored as NULL, like one left out.
+            AfterValidator(lambda name: name or None),
         ]
         | None
     ) = None
