@@ -51,8 +51,6 @@ from prequal_devstack.services import SPECS, replicas_of
 from prequal_shared.domain import LoanType
 from prequal_shared.ids import new_id
 
-TERMINAL = ("PRE_APPROVED", "REJECTED", "MANUAL_REVIEW")
-
 THIS_RUN = "created_at >= $2 AND applicant_name = $1"
 """The run's applications. The created_at bound lets PostgreSQL read them through an index,
 so the once-a-second count costs the same however many applications earlier runs left (a
