@@ -544,6 +544,8 @@ async def bench(
         "e2e_max_ms": round(max(e2e_ms, default=0.0), 2),
         "floor_per_s": round(floor_per_s, 1),
         "ratio_to_floor": round(decided_per_s / floor_per_s, 3) if floor_per_s else 0.0,
+        # Decided/s cannot exceed the target rate, so neither can the ratio exceed this.
+        "ratio_ceiling_at_rate": round(rate / floor_per_s, 3) if floor_per_s else 0.0,
         "errors": dict(errors),
         "cpu_s_per_application": {
             name: round((cpu_after[name] - cpu_before[name]) / max(accepted, 1) * 1000, 3)
@@ -585,7 +587,8 @@ def summary(result: dict[str, Any]) -> str:
         f"end to end    p50 {result['e2e_p50_ms']:.1f} ms   p99 {result['e2e_p99_ms']:.1f} ms"
         f"   max {result['e2e_max_ms']:.0f} ms",
         f"floor         {result['floor_per_s']:.0f}/s"
-        f"   ratio_to_floor {result['ratio_to_floor']:.2f}",
+        f"   ratio_to_floor {result['ratio_to_floor']:.2f}"
+        f" (at most {result['ratio_ceiling_at_rate']:.2f} at this rate)",
         f"errors        {result['errors'] or 'none'}",
         "CPU ms/app    "
         + "  ".join(f"{k} {v}" for k, v in result["cpu_s_per_application"].items()),
