@@ -46,6 +46,8 @@ _UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     responses={
         400: {"model": Problem, "description": "The body is not JSON; nothing was stored"},
         413: {
+            "model": Problem,
+            # Plain text when the Content-Length header gave the size away, else JSON.
             "content": {"text/plain": {}},
             "description": f"The body is over {MAX_BODY_BYTES} bytes; nothing was stored",
         },
