@@ -1,12 +1,13 @@
 """The engine every service uses, on the real database."""
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 from sqlalchemy.exc import DBAPIError
 
 from prequal_devstack.testing import StackInfo
 from prequal_shared.config import CommonSettings
 from prequal_shared.db import create_engine
+from prequal_shared.errors import is_transient
 
 
 async def test_database_errors_do_not_carry_the_statement_values(stack: StackInfo) -> None:
@@ -27,3 +28,41 @@ async def test_database_errors_do_not_carry_the_statement_values(stack: StackInf
     assert "1 / 0" in str(caught.value)  # the statement is still named
     assert "Asha Rao" not in str(caught.value)
     assert "ABCDE1234F" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("case", "user", "database", "statement", "transient"),
+    [
+        # Faults of the database's set-up: every message would fail the same way until an
+        # operator or a migration fixes it, so they must pause the consumer, not fill the DLQ.
+        ("unknown role", "nobody_here", None, "SELECT 1", True),
+        ("unknown database", None, "no_such_db", "SELECT 1", True),
+        ("missing table", None, None, "SELECT id FROM no_such_table", True),
+        ("missing column", None, None, "SELECT no_such_column FROM applications", True),
+        # Faults of the statement or its values: the same every time, whatever the database.
+        ("division by zero", None, None, "SELECT 1 / 0", False),
+        ("bad argument", None, None, "SELECT CAST(:v AS integer) + 1", False),
+    ],
+)
+async def test_database_faults_are_classed_by_what_fixes_them(
+    stack: StackInfo,
+    case: str,
+    user: str | None,
+    database: str | None,
+    statement: str,
+    transient: bool,
+) -> None:
+    url = make_url(stack.database_url)
+    url = url.set(username=user or url.username, database=database or url.database)
+    engine = create_engine(
+        CommonSettings(database_url=url.render_as_string(hide_password=False)),
+        application_name="test-db",
+    )
+    try:
+        with pytest.raises(DBAPIError) as caught:
+            async with engine.connect() as conn:
+                # asyncpg types the parameter from the statement and refuses "x" itself.
+                await conn.execute(text(statement), {"v": "x"} if ":v" in statement else {})
+    finally:
+        await engine.dispose()
+    assert is_transient(caught.value) is transient, case

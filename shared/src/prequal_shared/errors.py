@@ -54,6 +54,15 @@ _TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
     asyncpg.PostgresSystemError,
     asyncpg.LockNotAvailableError,
     asyncpg.ReadOnlySQLTransactionError,
+    # The database refuses everyone until an operator or a deploy fixes it: a rotated password
+    # (class 28), a database that is not there (3D000), a revoked grant (42501), or code
+    # deployed ahead of its migration (42P01, 42703). Classed permanent, every good message
+    # went to the DLQ while the circuit breaker, counting them as no failure, stayed closed.
+    asyncpg.InvalidAuthorizationSpecificationError,
+    asyncpg.InvalidCatalogNameError,
+    asyncpg.InsufficientPrivilegeError,
+    asyncpg.UndefinedTableError,
+    asyncpg.UndefinedColumnError,
     sa_exc.OperationalError,
     sa_exc.InterfaceError,
     sa_exc.TimeoutError,
