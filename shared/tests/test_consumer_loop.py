@@ -6,6 +6,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaTimeoutError
 
 from prequal_devstack.testing import StackInfo, TopicFactory, produce, read_topic
 from prequal_shared.config import CommonSettings
@@ -57,6 +58,7 @@ async def running_loop(
     *,
     group: str,
     stop_grace_s: float = 5.0,
+    dead_letters: type[DeadLetterPublisher] = DeadLetterPublisher,
 ) -> AsyncIterator[tuple[asyncio.Task[None], AIOKafkaConsumer, asyncio.Event]]:
     """A ConsumerLoop on real Kafka, stopped (and its clients closed) on exit; setting the
     yielded event stops it earlier, with the batch in hand committed."""
@@ -70,7 +72,7 @@ async def running_loop(
         name="test",
         consumer=consumer,
         handler=handler,
-        dead_letters=DeadLetterPublisher(producer=producer, topic=dlq, consumer_name="test"),
+        dead_letters=dead_letters(producer=producer, topic=dlq, consumer_name="test"),
         policy=FAST,
         stop_grace_s=stop_grace_s,
     )
@@ -85,14 +87,19 @@ async def running_loop(
 
 
 async def run_loop(
-    stack: StackInfo, source: str, dlq: str, handler: ScriptedHandler, *, until: int
+    stack: StackInfo,
+    source: str,
+    dlq: str,
+    handler: ScriptedHandler,
+    *,
+    until: int,
+    dead_letters: type[DeadLetterPublisher] = DeadLetterPublisher,
 ) -> int | None:
     """Run until `until` messages were handled; returns the committed offset of partition 0."""
-    async with running_loop(stack, source, dlq, handler, group=f"test-{uuid.uuid4().hex[:8]}") as (
-        task,
-        consumer,
-        stop,
-    ):
+    group = f"test-{uuid.uuid4().hex[:8]}"
+    async with running_loop(
+        stack, source, dlq, handler, group=group, dead_letters=dead_letters
+    ) as (task, consumer, stop):
         async with asyncio.timeout(30):
             while len(handler.handled) < until:  # noqa: ASYNC110 - polling a fake
                 await asyncio.sleep(0.05)
@@ -286,3 +293,42 @@ async def test_a_message_is_dead_lettered_once_while_a_later_one_in_its_batch_st
     assert sorted(r.value or b"" for r in dead) == [b"bug-1", b"bug-2"]
     # Each round tries the whole batch, then the message alone.
     assert handler.attempts[b"bug-1"] <= 2 * FAST.unexpected_attempts
+
+
+class DeadLettersFailingOnce(DeadLetterPublisher):
+    """The real publisher, except that the first publish of b"poison-2" fails (the DLQ's
+    partition briefly unavailable)."""
+
+    failed = False
+
+    async def publish(self, record: Record, error: BaseException) -> None:
+        if record.value == b"poison-2" and not DeadLettersFailingOnce.failed:
+            DeadLettersFailingOnce.failed = True
+            raise KafkaTimeoutError("the DLQ is unavailable")
+        await super().publish(record, error)
+
+
+async def test_a_failed_dead_letter_publish_does_not_dead_letter_the_batch_again(
+    stack: StackInfo, topics: TopicFactory
+) -> None:
+    source, dlq = await topics.create("source"), await topics.create("dlq")
+    await produce(
+        stack.kafka_bootstrap_servers,
+        source,
+        (None, b"poison-1", []),
+        (None, b"poison-2", []),
+        (None, b"ok", []),
+    )
+    handler = ScriptedHandler(
+        {value: [PoisonMessageError("bad")] * 5 for value in (b"poison-1", b"poison-2")}
+    )
+
+    committed = await run_loop(
+        stack, source, dlq, handler, until=2, dead_letters=DeadLettersFailingOnce
+    )
+
+    assert DeadLettersFailingOnce.failed
+    assert committed == 3
+    dead = await read_topic(stack.kafka_bootstrap_servers, dlq, count=10, timeout_s=3)
+    # poison-1 went to the DLQ before poison-2's publish failed: not again with the retry.
+    assert [r.value for r in dead] == [b"poison-1", b"poison-2"]

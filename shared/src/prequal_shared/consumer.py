@@ -158,7 +158,9 @@ class ConsumerLoop:
             return 1 if await self._unexpected_failure(records[0], exc) else 0
         for index, error in sorted(failures.items()):
             if not await self._dead_letter(records[index], error):
-                return 0
+                # The batch's work is durable and the failures before this one are in the DLQ:
+                # only from here is it fetched again (and they are not dead-lettered twice).
+                return index
         if self._unexpected:  # a message that failed before has now been handled
             for record in records:
                 self._unexpected.pop((record.topic, record.partition, record.offset), None)
