@@ -21,6 +21,7 @@ from prequal_shared.kafka import (
     DLQ_SOURCE_TOPIC,
     create_producer,
     security_options,
+    stop_consumer,
 )
 
 REPLAYED_FROM = "dlq_replayed_from"
@@ -119,7 +120,7 @@ async def read_dead_letters(settings: CommonSettings) -> list[DeadLetter]:
                     )
         return sorted(letters, key=lambda letter: letter.timestamp_ms)
     finally:
-        await consumer.stop()
+        await stop_consumer(consumer)
 
 
 async def replay(settings: CommonSettings, letters: list[DeadLetter]) -> list[DeadLetter]:

@@ -214,6 +214,20 @@ def create_consumer(
     return consumer
 
 
+async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
+    """`consumer.stop()`, except for aiokafka#647: with the broker down, a fetch that has
+    failed is backing off when `stop()` cancels it, and `stop()` raises that task's
+    CancelledError as its own, before closing the client (the process then exited with a
+    traceback). A cancellation of the caller itself still propagates."""
+    try:
+        await consumer.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        log.warning("kafka consumer stopped without closing its connections (aiokafka#647)")
+
+
 class DeadLetterPublisher:
     """Sends a message that can never succeed to the DLQ, untouched, with why and where from."""
 

@@ -25,7 +25,13 @@ from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 from prequal_shared.config import CommonSettings
 from prequal_shared.consumer import ConsumerLoop, Handler
 from prequal_shared.errors import is_transient
-from prequal_shared.kafka import DeadLetterPublisher, Producer, create_consumer, create_producer
+from prequal_shared.kafka import (
+    DeadLetterPublisher,
+    Producer,
+    create_consumer,
+    create_producer,
+    stop_consumer,
+)
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -137,7 +143,7 @@ async def run_consumer_service(
         consumer = create_consumer(
             settings, spec.topic, group_id=spec.group_id, client_id=spec.name
         )
-        resources.push_async_callback(consumer.stop)
+        resources.push_async_callback(stop_consumer, consumer)
         if not await _start_with_retries(consumer, stop):
             return
         loop = ConsumerLoop(

@@ -226,6 +226,27 @@ async def poll_until(check: Any, *, timeout_s: float = 30, interval_s: float = 0
         await asyncio.sleep(interval_s)
 
 
+async def restart_kafka_and_wait_for_the_pipeline(stack: StackInfo) -> None:
+    """After a test that stopped the broker: start it, then wait until an application goes
+    through the stack's own API and consumers again (their groups rejoin after a broker
+    restart), so that the tests after it find the pipeline working."""
+    await asyncio.to_thread(stack.stack.start, "kafka")
+    async with httpx.AsyncClient(base_url=stack.api_url, timeout=10) as api:
+        created = await api.post(
+            "/applications",
+            json={"pan_number": "ABCDE1234F", "monthly_income_inr": "1", "loan_amount_inr": "1"},
+        )
+        created.raise_for_status()
+        status_url = f"/applications/{created.json()['application_id']}/status"
+
+        async def decided() -> bool:
+            return bool((await api.get(status_url)).json()["status"] != "PENDING")
+
+        if not await poll_until(decided, timeout_s=90, interval_s=0.5):
+            msg = "the pipeline did not decide an application within 90 s of Kafka's restart"
+            raise AssertionError(msg)
+
+
 class ServiceProcess:
     """One service started as its own process for a test (own topics, group, ports)."""
 
