@@ -8,7 +8,13 @@ from collections.abc import AsyncIterator, Sequence
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaTimeoutError
 
-from prequal_devstack.testing import StackInfo, TopicFactory, produce, read_topic
+from prequal_devstack.testing import (
+    StackInfo,
+    TopicFactory,
+    produce,
+    read_topic,
+    restart_kafka_and_wait_for_the_pipeline,
+)
 from prequal_shared.config import CommonSettings
 from prequal_shared.consumer import ConsumerLoop, Handler, Record, RetryPolicy
 from prequal_shared.errors import (
@@ -18,7 +24,12 @@ from prequal_shared.errors import (
     TransientError,
 )
 from prequal_shared.events import header
-from prequal_shared.kafka import DeadLetterPublisher, create_consumer, create_producer
+from prequal_shared.kafka import (
+    DeadLetterPublisher,
+    create_consumer,
+    create_producer,
+    stop_consumer,
+)
 
 FAST = RetryPolicy(initial_s=0.01, max_s=0.05, budget_s=0.5, pause_s=0.2)
 
@@ -82,7 +93,7 @@ async def running_loop(
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
-        await consumer.stop()
+        await stop_consumer(consumer)
         await producer.stop()
 
 
@@ -332,3 +343,39 @@ async def test_a_failed_dead_letter_publish_does_not_dead_letter_the_batch_again
     dead = await read_topic(stack.kafka_bootstrap_servers, dlq, count=10, timeout_s=3)
     # poison-1 went to the DLQ before poison-2's publish failed: not again with the retry.
     assert [r.value for r in dead] == [b"poison-1", b"poison-2"]
+
+
+class StopsKafkaHandler:
+    """Handles its first batch, then takes the broker down before returning, so that the
+    loop's offset commit finds no broker."""
+
+    def __init__(self, stack: StackInfo) -> None:
+        self.stack = stack
+        self.handled = asyncio.Event()
+
+    async def __call__(self, records: Sequence[Record]) -> dict[int, PermanentError]:
+        await asyncio.to_thread(self.stack.stack.stop, "kafka")
+        self.handled.set()
+        return {}
+
+
+async def test_a_stop_does_not_wait_for_an_offset_commit_the_broker_never_answers(
+    owned_stack: StackInfo, topics: TopicFactory
+) -> None:
+    source, dlq = await topics.create("source"), await topics.create("dlq")
+    await produce(owned_stack.kafka_bootstrap_servers, source, (b"k", b"m1", []))
+    handler = StopsKafkaHandler(owned_stack)
+    group = f"test-{uuid.uuid4().hex[:8]}"
+    try:
+        async with running_loop(
+            owned_stack, source, dlq, handler, group=group, stop_grace_s=0.5
+        ) as (task, _, stop):
+            async with asyncio.timeout(60):
+                await handler.handled.wait()
+            await asyncio.sleep(0.5)  # the commit is under way, to a broker that is gone
+            stop.set()
+            async with asyncio.timeout(5):  # the grace, not until the broker is back
+                await task
+            await asyncio.to_thread(owned_stack.stack.start, "kafka")  # before the clients close
+    finally:
+        await restart_kafka_and_wait_for_the_pipeline(owned_stack)

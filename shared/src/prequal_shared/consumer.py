@@ -102,7 +102,13 @@ class ConsumerLoop:
             handled = handling.result()
             BATCH_SECONDS.labels(self._name).observe(time.perf_counter() - started)
             BATCH_SIZE.labels(self._name).observe(len(records))
-            await self._settle(batches, records[:handled])
+            # The commit too: with the broker gone, aiokafka looks for the group's coordinator
+            # until the consumer is closed, which only happens once this loop has returned.
+            settling = asyncio.ensure_future(self._settle(batches, records[:handled]))
+            if not await finish_or_abandon(settling, stop, self._stop_grace_s):
+                log.warning("stopped with an offset commit unanswered; messages may be redelivered")
+                break
+            settling.result()
         log.info("consumer stopping")
 
     async def _settle(
