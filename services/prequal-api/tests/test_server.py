@@ -53,12 +53,13 @@ async def test_idle_keep_alive_connections_stay_open_as_configured(
         ports[keep_alive_s] = port
 
     short, long = await asyncio.gather(
-        idle_time_until_closed(ports[1], give_up_s=10),
-        idle_time_until_closed(ports[7], give_up_s=10),
+        idle_time_until_closed(ports[1], give_up_s=20),
+        idle_time_until_closed(ports[7], give_up_s=20),
     )
-    assert 0.5 < short < 3
+    # Lower bounds are what matters; the upper ones leave room for a busy machine.
+    assert 0.5 < short < 5
     # Longer than uvicorn's default of 5 s, which reset connections clients were reusing.
-    assert 6 < long < 9
+    assert 6 < long < 15
 
 
 def only_folder(parent: Path, pattern: str) -> Path:

@@ -50,11 +50,15 @@ async def test_a_consumer_group_resumes_after_its_manual_commit(
 
     second = consumer()
     await second.start()
+    resumed: list[bytes] = []
     try:
-        batch = await second.getmany(timeout_ms=5000)
+        async with asyncio.timeout(30):
+            while not resumed:
+                for records in (await second.getmany(timeout_ms=1000)).values():
+                    resumed.extend(r.value for r in records)
     finally:
         await second.stop()
-    assert [r.value for records in batch.values() for r in records] == [b"m2"]
+    assert resumed == [b"m2"]
 
 
 def alembic(database_url: str, *args: str) -> None:
@@ -197,7 +201,9 @@ def test_env_prints_the_connection_settings(stack: StackInfo) -> None:
 def test_a_stale_pid_file_is_cleaned_up(stack: StackInfo) -> None:
     run = stack.stack.config.state / "run"
     stale = run / "credit-service-7.pid"
-    stale.write_text("999999\n")  # no such process
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # reaped: no process has this pid now
+    stale.write_text(f"{gone.pid}\n")
     status = run_devstack("status")
     assert "credit-service-7" in status
     assert not stale.exists()

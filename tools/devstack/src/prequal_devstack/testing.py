@@ -130,6 +130,14 @@ async def in_process_api(stack: StackInfo) -> AsyncIterator[httpx.AsyncClient]:
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=transport, base_url="http://api") as client,
     ):
+        # Until its relay has reached Kafka, the API leaves new events to the sweep, 5 to 7 s
+        # later: a test's first POST would wait for that.
+        async def ready() -> bool:
+            return (await client.get("/health/ready")).status_code == 200
+
+        if not await poll_until(ready, timeout_s=60, interval_s=0.05):
+            msg = "the in-process API was not ready within 60 s"
+            raise AssertionError(msg)
         yield client
 
 
