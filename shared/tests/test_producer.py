@@ -52,6 +52,7 @@ async def test_a_fatal_answer_replaces_the_client_before_the_next_send() -> None
         await producer.send_and_wait("t", value=b"2")
     assert await producer.send_and_wait("t", value=b"2") == "second"
 
+    await asyncio.sleep(0)  # the old client is closed aside
     assert clients[0].stopped
     assert clients[1].started
     assert clients[1].sent == [b"2"]
@@ -79,3 +80,15 @@ async def test_stop_gives_up_on_a_broker_that_never_acknowledges() -> None:
     await producer.start()
     async with asyncio.timeout(5):  # a shutdown is not held up for ever
         await producer.stop(timeout_s=0.2)
+
+
+async def test_a_replacement_does_not_wait_for_the_old_client_to_flush() -> None:
+    broken = UnreachableBrokerClient("first", [OutOfOrderSequenceNumber()])
+    made = iter([broken, FakeClient("second", [])])
+    producer = Producer(lambda: next(made))
+    await producer.start()
+    with pytest.raises(OutOfOrderSequenceNumber):
+        await producer.send_and_wait("t", value=b"1")
+
+    async with asyncio.timeout(1):  # not held up by the old client's endless flush
+        assert await producer.send_and_wait("t", value=b"1") == "second"

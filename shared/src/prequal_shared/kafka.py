@@ -84,6 +84,7 @@ class Producer:
         self._producer = factory()
         self._broken = False
         self._lock = asyncio.Lock()
+        self._discarded: set[asyncio.Task[None]] = set()
 
     @property
     def client(self) -> Any:
@@ -147,8 +148,17 @@ class Producer:
                     await fresh.stop()
                 raise  # still broken: the next send tries again
             old, self._producer, self._broken = self._producer, fresh, False
-            with contextlib.suppress(Exception):
-                await old.stop()
+        # Closed aside, for at most 5 s: its pending sends may be retried for ever, and the
+        # send that is waiting for the replacement must not wait for them.
+        discarding = asyncio.create_task(_discard(old), name="discard-kafka-producer")
+        self._discarded.add(discarding)
+        discarding.add_done_callback(self._discarded.discard)
+
+
+async def _discard(producer: AIOKafkaProducer) -> None:
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(5):
+            await producer.stop()
 
 
 def create_producer(settings: CommonSettings, *, client_id: str, linger_ms: int = 5) -> Producer:
