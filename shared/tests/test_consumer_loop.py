@@ -379,3 +379,42 @@ async def test_a_stop_does_not_wait_for_an_offset_commit_the_broker_never_answer
             await asyncio.to_thread(owned_stack.stack.start, "kafka")  # before the clients close
     finally:
         await restart_kafka_and_wait_for_the_pipeline(owned_stack)
+
+
+class DependencyDown:
+    """Every batch finds the dependency down for a minute."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def __call__(self, records: Sequence[Record]) -> dict[int, PermanentError]:
+        self.calls += 1
+        raise RetryLaterError("circuit open", retry_after=60)
+
+
+async def test_a_pause_outlasts_a_rebalance(stack: StackInfo, topics: TopicFactory) -> None:
+    source, dlq = await topics.create("source", partitions=2), await topics.create("dlq")
+    await produce(stack.kafka_bootstrap_servers, source, (b"a", b"m1", []), (b"b", b"m2", []))
+    handler = DependencyDown()
+    group = f"test-{uuid.uuid4().hex[:8]}"
+    async with running_loop(stack, source, dlq, handler, group=group) as (_, consumer, _):
+        async with asyncio.timeout(30):
+            while handler.calls == 0:  # noqa: ASYNC110 - polling a fake
+                await asyncio.sleep(0.05)
+        # Another member joins the group and leaves it: two rebalances during the pause.
+        other = AIOKafkaConsumer(
+            source, bootstrap_servers=stack.kafka_bootstrap_servers, group_id=group
+        )
+        await other.start()
+        try:
+            async with asyncio.timeout(30):
+                while not other.assignment():  # noqa: ASYNC110 - waiting for the rebalance
+                    await asyncio.sleep(0.1)
+        finally:
+            await stop_consumer(other)
+        async with asyncio.timeout(30):
+            while len(consumer.assignment()) < 2:  # noqa: ASYNC110 - waiting for the rebalance
+                await asyncio.sleep(0.1)
+        await asyncio.sleep(2)  # time to fetch, were the partitions not paused
+        assert consumer.paused() == consumer.assignment()
+    assert handler.calls == 1

@@ -80,8 +80,11 @@ class ConsumerLoop:
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set; the batch in hand is finished and committed first."""
         while not stop.is_set():
-            if self._resume_at is not None and time.monotonic() >= self._resume_at:
-                self._resume()
+            if self._resume_at is not None:
+                if time.monotonic() >= self._resume_at:
+                    self._resume()
+                else:
+                    self._stay_paused()
             try:
                 batches = await self._consumer.getmany(
                     timeout_ms=500, max_records=self._max_records
@@ -92,6 +95,13 @@ class ConsumerLoop:
                 await asyncio.sleep(1)
                 continue
             if not batches:
+                continue
+            if self._resume_at is not None and time.monotonic() < self._resume_at:
+                # A rebalance during this fetch handed out partitions unpaused: put back what
+                # came from them, untouched, and pause them too.
+                for tp, partition in batches.items():
+                    self._consumer.seek(tp, partition[0].offset)
+                self._stay_paused()
                 continue
             records = [record for partition in batches.values() for record in partition]
             started = time.perf_counter()
@@ -235,6 +245,13 @@ class ConsumerLoop:
             self._consumer.pause(*partitions)
         self._resume_at = time.monotonic() + max(seconds, 0.05)
         PAUSED.labels(self._name).set(1)
+
+    def _stay_paused(self) -> None:
+        """A rebalance during a pause hands out partitions afresh, unpaused (even the ones this
+        instance kept): they would be fetched, and the dependency hit, before the pause ends."""
+        unpaused = self._consumer.assignment() - self._consumer.paused()
+        if unpaused:
+            self._consumer.pause(*unpaused)
 
     def _resume(self) -> None:
         paused = self._consumer.paused()
