@@ -113,3 +113,46 @@ def test_event_amounts_are_read_exactly(income: bytes, exact: Decimal) -> None:
 def test_an_amount_that_may_not_be_exact_is_poison(income: bytes) -> None:
     with pytest.raises(PoisonMessageError, match="monthly_income_inr"):
         decode(CreditReportGeneratedEvent, report_with_income(income))
+
+
+def report_on_the_wire(**changes: object) -> bytes:
+    """A credit report on the wire with envelope or payload fields (payload_*) changed."""
+    wire = json.loads(encode(report_event(uuid.uuid4(), score=700)))
+    for name, value in changes.items():
+        if name.startswith("payload_"):
+            wire["payload"][name.removeprefix("payload_")] = value
+        else:
+            wire[name] = value
+    return json.dumps(wire).encode()
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"schema_version": 2}, "schema_version"),
+        ({"occurred_at": "2026-11-28T10:15:02"}, "occurred_at"),  # no time zone
+        ({"correlation_id": "x" * 129}, "correlation_id"),
+        ({"correlation_id": "a\nb"}, "correlation_id"),
+        ({"payload_cibil_score": "700"}, "cibil_score"),
+        ({"payload_cibil_score": 700.0}, "cibil_score"),
+        ({"payload_cibil_score": 299}, "cibil_score"),
+        ({"payload_cibil_score": 901}, "cibil_score"),
+    ],
+)
+def test_an_envelope_outside_version_1_is_poison(changes: dict[str, object], field: str) -> None:
+    with pytest.raises(PoisonMessageError, match=field):
+        decode(CreditReportGeneratedEvent, report_on_the_wire(**changes))
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"correlation_id": "x" * 128},
+        {"occurred_at": "2026-11-28T10:15:02+05:30"},
+        {"payload_cibil_score": 300},
+        {"payload_cibil_score": 900},
+    ],
+)
+def test_an_envelope_of_version_1_is_read(changes: dict[str, object]) -> None:
+    assert decode(CreditReportGeneratedEvent, report_on_the_wire(**changes))

@@ -8,11 +8,13 @@ from decimal import Decimal
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import (
+    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
+    StringConstraints,
     ValidationError,
 )
 
@@ -42,6 +44,11 @@ Money = Annotated[
     PlainSerializer(lambda value: format(value, "f"), return_type=str, when_used="json"),
 ]
 
+MAX_CORRELATION_ID_LENGTH = 128
+"""The API takes a client's X-Correlation-ID only up to this length, and events carry no longer
+one: each hop copies it into a payload and a header, so an unbounded one could outgrow Kafka's
+message size limit on the way."""
+
 HEADER_CORRELATION_ID = "correlation_id"
 HEADER_EVENT_ID = "event_id"
 HEADER_EVENT_TYPE = "event_type"
@@ -62,7 +69,7 @@ class ApplicationSubmitted(_Frozen):
 
 class CreditReportGenerated(_Frozen):
     application_id: uuid.UUID
-    cibil_score: Annotated[int, Field(ge=300, le=900)]
+    cibil_score: Annotated[int, Field(strict=True, ge=300, le=900)]  # not "700", nor 700.0
     monthly_income_inr: Money
     loan_amount_inr: Money
     loan_type: LoanType | None = None
@@ -74,9 +81,13 @@ PayloadT = TypeVar("PayloadT", bound=_Frozen)
 class Envelope(_Frozen, Generic[PayloadT]):
     event_id: uuid.UUID
     event_type: str
-    schema_version: int = 1
-    occurred_at: datetime
-    correlation_id: str
+    # An event of a later version may mean something else by the same fields (amounts in
+    # paise, say): it is refused, not read as version 1.
+    schema_version: Literal[1] = 1
+    occurred_at: AwareDatetime
+    correlation_id: Annotated[
+        str, StringConstraints(max_length=MAX_CORRELATION_ID_LENGTH, pattern=r"^[^\x00-\x1f\x7f]*$")
+    ]
     payload: PayloadT
 
 

@@ -23,6 +23,7 @@ from prequal_api.persistence.writer import ApplicationWriter
 from prequal_api.settings import ApiSettings
 from prequal_shared.config import load_settings
 from prequal_shared.db import create_engine, create_session_factory
+from prequal_shared.events import MAX_CORRELATION_ID_LENGTH
 from prequal_shared.kafka import create_producer
 from prequal_shared.logging import configure_logging
 from prequal_shared.runtime import freeze_startup_objects
@@ -113,6 +114,6 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         CorrelationIdMiddleware,
         header_name=CORRELATION_HEADER,
         generator=lambda: str(uuid.uuid4()),
-        validator=lambda value: 0 < len(value) <= 128 and value.isprintable(),
+        validator=lambda value: 0 < len(value) <= MAX_CORRELATION_ID_LENGTH and value.isprintable(),
     )
     return app
