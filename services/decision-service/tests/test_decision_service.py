@@ -55,6 +55,9 @@ async def test_decides_once_dead_letters_what_cannot_succeed_and_stops_cleanly(
     )
     unknown = report_event(uuid.uuid4(), score=700)
     contrary = report_event(approved_id, score=300)  # a second, different report: ignored
+    # A report for an application still pending whose amounts are not the application's.
+    forged_id = await insert_application(engine)
+    forged = report_event(forged_id, score=790, loan_amount_inr=Decimal("100"))
     await produce(
         stack.kafka_bootstrap_servers,
         reports_topic,
@@ -64,6 +67,7 @@ async def test_decides_once_dead_letters_what_cannot_succeed_and_stops_cleanly(
         as_message(unknown),
         as_message(contrary),
         as_message(review),
+        as_message(forged),
     )
 
     async def decided() -> bool:
@@ -83,14 +87,16 @@ async def test_decides_once_dead_letters_what_cannot_succeed_and_stops_cleanly(
         )
     assert count == 2
 
-    dead = await read_topic(stack.kafka_bootstrap_servers, dlq, count=2)
+    dead = await read_topic(stack.kafka_bootstrap_servers, dlq, count=3)
     by_offset = {header(r.headers, "dlq_source_offset"): r for r in dead}
-    assert set(by_offset) == {"1", "3"}
+    assert set(by_offset) == {"1", "3", "6"}
     assert by_offset["1"].value == b"\xff\xfe not json"
     assert header(by_offset["1"].headers, "dlq_error_type") == "PoisonMessageError"
     assert header(by_offset["3"].headers, "dlq_error_type") == "UnknownApplicationError"
     assert header(by_offset["3"].headers, "correlation_id") == unknown.correlation_id
     assert header(by_offset["3"].headers, "dlq_source_topic") == reports_topic
+    assert header(by_offset["6"].headers, "dlq_error_type") == "InconsistentEventError"
+    assert (await fetch_application(engine, forged_id)).status == "PENDING"
 
     assert process.terminate() == 0  # SIGTERM: a clean stop
     consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap_servers, group_id=group)
@@ -99,4 +105,4 @@ async def test_decides_once_dead_letters_what_cannot_succeed_and_stops_cleanly(
         committed = await consumer.committed(TopicPartition(reports_topic, 0))
     finally:
         await consumer.stop()
-    assert committed == 6
+    assert committed == 7

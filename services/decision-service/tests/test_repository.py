@@ -1,7 +1,9 @@
 """Recording decisions on the real database: once, and never over a decided row."""
 
 import uuid
+from decimal import Decimal
 
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -28,12 +30,18 @@ def decision(
     status: ApplicationStatus,
     score: int,
     event_id: uuid.UUID | None = None,
+    *,
+    income: str = "50000",
+    loan: str = "200000",
 ) -> PendingDecision:
+    """A decision made on `income` and `loan` (by default insert_application's amounts)."""
     return PendingDecision(
         event_id=event_id or uuid.uuid4(),
         application_id=application_id,
         status=status,
         cibil_score=score,
+        monthly_income_inr=Decimal(income),
+        loan_amount_inr=Decimal(loan),
     )
 
 
@@ -114,3 +122,34 @@ async def test_a_mixed_batch_in_one_transaction(engine: AsyncEngine) -> None:
 
 async def test_an_empty_batch_does_nothing(engine: AsyncEngine) -> None:
     assert await record(engine) == BatchOutcome()
+
+
+@pytest.mark.parametrize(
+    ("income", "loan", "applied"),
+    [
+        ("50000", "200000", True),
+        ("50000.00", "200000.0", True),  # the same amounts, written differently
+        ("50000.01", "200000", False),
+        ("50000", "199999.99", False),
+        ("5000000", "200000", False),
+    ],
+)
+async def test_a_report_with_other_amounts_than_its_application_decides_nothing(
+    engine: AsyncEngine, income: str, loan: str, applied: bool
+) -> None:
+    application_id = await insert_application(engine)  # 50,000 a month, 2,00,000 asked
+    report = decision(application_id, P, 790, income=income, loan=loan)
+
+    outcome = await record(engine, report)
+
+    assert outcome.applied == ([application_id] if applied else [])
+    assert outcome.contradicted == (set() if applied else {report.event_id})
+    row = await fetch_application(engine, application_id)
+    assert row.status == ("PRE_APPROVED" if applied else "PENDING")
+    async with engine.connect() as conn:
+        recorded = await conn.scalar(
+            select(func.count())
+            .select_from(ProcessedEvent)
+            .where(ProcessedEvent.event_id == report.event_id)
+        )
+    assert recorded == (1 if applied else 0)

@@ -21,6 +21,11 @@ class UnknownApplicationError(PermanentError):
     """An event names an application that does not exist."""
 
 
+class InconsistentEventError(PermanentError):
+    """An event contradicts what is stored (a credit report with other amounts than its
+    application's): deciding on it would not be deciding on the application."""
+
+
 class TransientError(PrequalError):
     """A dependency is unavailable for now; retry later without losing the message."""
 

@@ -12,7 +12,11 @@ from decision_service.domain.rules import decide
 from decision_service.messaging.breaker import guarded
 from decision_service.persistence.repository import PendingDecision, record_decisions
 from prequal_shared.consumer import Record
-from prequal_shared.errors import PermanentError, UnknownApplicationError
+from prequal_shared.errors import (
+    InconsistentEventError,
+    PermanentError,
+    UnknownApplicationError,
+)
 from prequal_shared.events import CreditReportGeneratedEvent, decode
 
 log = structlog.stdlib.get_logger(__name__)
@@ -54,6 +58,8 @@ class DecisionHandler:
                         application_id=report.application_id,
                         status=status,
                         cibil_score=report.cibil_score,
+                        monthly_income_inr=report.monthly_income_inr,
+                        loan_amount_inr=report.loan_amount_inr,
                     ),
                 )
             )
@@ -67,6 +73,11 @@ class DecisionHandler:
             if decision.application_id in outcome.unknown_applications:
                 failures[index] = UnknownApplicationError(
                     f"application {decision.application_id} does not exist"
+                )
+                continue
+            if decision.event_id in outcome.contradicted:
+                failures[index] = InconsistentEventError(
+                    f"the report's amounts are not those of application {decision.application_id}"
                 )
                 continue
             log.info(

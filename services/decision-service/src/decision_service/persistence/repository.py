@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from sqlalchemy import bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, INTEGER, UUID, VARCHAR
@@ -23,6 +24,9 @@ class PendingDecision:
     application_id: uuid.UUID
     status: ApplicationStatus
     cibil_score: int
+    monthly_income_inr: Decimal
+    loan_amount_inr: Decimal
+    """The amounts the decision was made on: they must be the stored application's."""
 
 
 @dataclass(slots=True)
@@ -35,13 +39,15 @@ class BatchOutcome:
     """Applications that were not PENDING any more: left as they were."""
     unknown_applications: set[uuid.UUID] = field(default_factory=set)
     """Applications that do not exist: their events were not recorded as processed."""
+    contradicted: set[uuid.UUID] = field(default_factory=set)
+    """Events whose amounts are not the stored application's: not applied, not recorded."""
 
 
 _UUIDS = ARRAY(UUID(as_uuid=True))
 
-_KNOWN = text("SELECT id FROM applications WHERE id = ANY(:ids)").bindparams(
-    bindparam("ids", type_=_UUIDS)
-)
+_KNOWN = text(
+    "SELECT id, monthly_income_inr, loan_amount_inr FROM applications WHERE id = ANY(:ids)"
+).bindparams(bindparam("ids", type_=_UUIDS))
 _MARK_PROCESSED = text(
     "INSERT INTO processed_events (consumer, event_id) "
     "SELECT :consumer, unnest(:event_ids) "
@@ -76,9 +82,22 @@ async def record_decisions(
     if not decisions:
         return outcome
     requested = list({d.application_id for d in decisions})
-    known = set((await session.execute(_KNOWN, {"ids": requested})).scalars())
-    outcome.unknown_applications = set(requested) - known
-    candidates = [d for d in decisions if d.application_id in known]
+    stored = {
+        row.id: (row.monthly_income_inr, row.loan_amount_inr)
+        for row in await session.execute(_KNOWN, {"ids": requested})
+    }
+    outcome.unknown_applications = set(requested) - stored.keys()
+    outcome.contradicted = {
+        d.event_id
+        for d in decisions
+        if d.application_id in stored
+        and stored[d.application_id] != (d.monthly_income_inr, d.loan_amount_inr)
+    }
+    candidates = [
+        d
+        for d in decisions
+        if d.application_id in stored and d.event_id not in outcome.contradicted
+    ]
     if not candidates:
         return outcome
 
