@@ -13,7 +13,7 @@ from prequal_devstack.testing import (
     TopicFactory,
     produce,
     read_topic,
-    restart_kafka_and_wait_for_the_pipeline,
+    start_and_wait_for_the_pipeline,
 )
 from prequal_shared.config import CommonSettings
 from prequal_shared.consumer import ConsumerLoop, Handler, Record, RetryPolicy
@@ -378,7 +378,7 @@ async def test_a_stop_does_not_wait_for_an_offset_commit_the_broker_never_answer
                 await task
             await asyncio.to_thread(owned_stack.stack.start, "kafka")  # before the clients close
     finally:
-        await restart_kafka_and_wait_for_the_pipeline(owned_stack)
+        await start_and_wait_for_the_pipeline(owned_stack, "kafka")
 
 
 class DependencyDown:

@@ -8,7 +8,7 @@ from prequal_devstack.testing import (
     StackInfo,
     TopicFactory,
     produce,
-    restart_kafka_and_wait_for_the_pipeline,
+    start_and_wait_for_the_pipeline,
 )
 from prequal_shared.kafka import stop_consumer
 
@@ -37,4 +37,4 @@ async def test_a_consumer_stops_cleanly_while_its_fetch_backs_off_from_a_dead_br
         async with asyncio.timeout(10):
             await stop_consumer(consumer)  # plain consumer.stop() raised CancelledError here
     finally:
-        await restart_kafka_and_wait_for_the_pipeline(owned_stack)
+        await start_and_wait_for_the_pipeline(owned_stack, "kafka")

@@ -16,6 +16,7 @@ from prequal_devstack.testing import (
     fetch_application,
     insert_application,
     report_event,
+    start_and_wait_for_the_pipeline,
 )
 from prequal_shared.config import CommonSettings
 from prequal_shared.db import create_engine, create_session_factory
@@ -59,7 +60,7 @@ async def test_breaker_opens_after_consecutive_failures_and_recovers(
         assert len(connects) == tried
         assert 0 < open_error.value.retry_after <= 2.0
     finally:
-        await asyncio.to_thread(owned_stack.stack.start, "postgres")
+        await start_and_wait_for_the_pipeline(owned_stack, "postgres")
 
     await asyncio.sleep(open_error.value.retry_after + 0.1)
     await handler([record])  # half-open trial succeeds and closes the circuit

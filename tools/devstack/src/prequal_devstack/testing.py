@@ -234,11 +234,12 @@ async def poll_until(check: Any, *, timeout_s: float = 30, interval_s: float = 0
         await asyncio.sleep(interval_s)
 
 
-async def restart_kafka_and_wait_for_the_pipeline(stack: StackInfo) -> None:
-    """After a test that stopped the broker: start it, then wait until an application goes
-    through the stack's own API and consumers again (their groups rejoin after a broker
-    restart), so that the tests after it find the pipeline working."""
-    await asyncio.to_thread(stack.stack.start, "kafka")
+async def start_and_wait_for_the_pipeline(stack: StackInfo, component: str) -> None:
+    """After a test that stopped PostgreSQL or Kafka: start it, then wait until an application
+    goes through the stack's own API and consumers again (their groups rejoin after a broker
+    restart; the decision service's circuit may have opened), so that the tests after it find
+    the pipeline working."""
+    await asyncio.to_thread(stack.stack.start, component)
     async with httpx.AsyncClient(base_url=stack.api_url, timeout=10) as api:
         created = await api.post(
             "/applications",
@@ -251,7 +252,7 @@ async def restart_kafka_and_wait_for_the_pipeline(stack: StackInfo) -> None:
             return bool((await api.get(status_url)).json()["status"] != "PENDING")
 
         if not await poll_until(decided, timeout_s=90, interval_s=0.5):
-            msg = "the pipeline did not decide an application within 90 s of Kafka's restart"
+            msg = f"the pipeline did not decide an application within 90 s of {component}'s restart"
             raise AssertionError(msg)
 
 
