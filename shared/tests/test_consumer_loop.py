@@ -418,3 +418,29 @@ async def test_a_pause_outlasts_a_rebalance(stack: StackInfo, topics: TopicFacto
         await asyncio.sleep(2)  # time to fetch, were the partitions not paused
         assert consumer.paused() == consumer.assignment()
     assert handler.calls == 1
+
+
+async def test_a_poison_message_too_large_for_the_dlq_is_dead_lettered_without_its_value(
+    stack: StackInfo, topics: TopicFactory
+) -> None:
+    source, dlq = await topics.create("source"), await topics.create("dlq")
+    big = b"x" * 1_047_500  # fits Kafka's 1 MiB limit, but not with the DLQ's headers added
+    await produce(
+        stack.kafka_bootstrap_servers,
+        source,
+        (b"k", big, [("correlation_id", b"c-big")]),
+        (None, b"ok", []),
+    )
+    handler = ScriptedHandler({big: [PoisonMessageError("bad " * 1000)]})
+
+    committed = await run_loop(stack, source, dlq, handler, until=1)
+
+    assert committed == 2  # not held at the big message for ever
+    [dead] = await read_topic(stack.kafka_bootstrap_servers, dlq, count=1)
+    assert dead.value is None
+    assert dead.key == b"k"
+    assert header(dead.headers, "dlq_source_offset") == "0"
+    assert header(dead.headers, "dlq_error_type") == "PoisonMessageError"
+    assert (
+        header(dead.headers, "dlq_value_omitted") == "value and headers, 1047505 bytes: too large"
+    )

@@ -19,6 +19,7 @@ from prequal_shared.kafka import (
     DLQ_SOURCE_OFFSET,
     DLQ_SOURCE_PARTITION,
     DLQ_SOURCE_TOPIC,
+    DLQ_VALUE_OMITTED,
     create_producer,
     security_options,
     stop_consumer,
@@ -131,8 +132,8 @@ async def replay(settings: CommonSettings, letters: list[DeadLetter]) -> list[De
     replayed: list[DeadLetter] = []
     try:
         for letter in letters:
-            if not letter.source_topic:
-                continue
+            if not letter.source_topic or letter.meta(DLQ_VALUE_OMITTED):
+                continue  # nothing to send back (its value stayed at the source offset)
             await producer.send_and_wait(
                 letter.source_topic,
                 value=letter.value,

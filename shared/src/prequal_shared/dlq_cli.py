@@ -101,6 +101,9 @@ def replay_(message_ids: tuple[str, ...], replay_all: bool) -> None:
     done = asyncio.run(replay(settings, chosen))
     for letter in done:
         click.echo(f"replayed {letter.id} -> {letter.source_topic}")
+    for letter in chosen:
+        if letter not in done:
+            click.echo(f"not replayed {letter.id}: no value or no source in its headers", err=True)
     click.echo(f"{len(done)} message(s) replayed", file=sys.stderr)
 
 

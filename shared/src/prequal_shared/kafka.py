@@ -14,8 +14,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import (
     InvalidProducerEpoch,
     InvalidProducerIdMapping,
+    MessageSizeTooLargeError,
     OutOfOrderSequenceNumber,
     ProducerFenced,
+    RecordListTooLargeError,
     UnknownProducerId,
 )
 from aiokafka.structs import ConsumerRecord
@@ -32,6 +34,7 @@ DLQ_SOURCE_PARTITION = "dlq_source_partition"
 DLQ_SOURCE_OFFSET = "dlq_source_offset"
 DLQ_FAILED_AT = "dlq_failed_at"
 DLQ_CONSUMER = "dlq_consumer"
+DLQ_VALUE_OMITTED = "dlq_value_omitted"
 DLQ_HEADERS = (
     DLQ_ERROR,
     DLQ_ERROR_TYPE,
@@ -40,6 +43,7 @@ DLQ_HEADERS = (
     DLQ_SOURCE_OFFSET,
     DLQ_FAILED_AT,
     DLQ_CONSUMER,
+    DLQ_VALUE_OMITTED,
 )
 
 
@@ -248,8 +252,7 @@ class DeadLetterPublisher:
 
     async def publish(self, record: ConsumerRecord[bytes, bytes], error: BaseException) -> None:
         original = [(k, v) for k, v in (record.headers or ()) if k not in DLQ_HEADERS]
-        headers = [
-            *original,
+        ours = [
             (DLQ_ERROR, str(error)[:2000].encode()),
             (DLQ_ERROR_TYPE, type(error).__name__.encode()),
             (DLQ_SOURCE_TOPIC, record.topic.encode()),
@@ -258,6 +261,17 @@ class DeadLetterPublisher:
             (DLQ_FAILED_AT, datetime.now(UTC).isoformat().encode()),
             (DLQ_CONSUMER, self._consumer_name.encode()),
         ]
-        await self._producer.send_and_wait(
-            self._topic, value=record.value, key=record.key, headers=headers
-        )
+        try:
+            await self._producer.send_and_wait(
+                self._topic, value=record.value, key=record.key, headers=[*original, *ours]
+            )
+        except (MessageSizeTooLargeError, RecordListTooLargeError):
+            # A message near Kafka's size limit, plus these headers, is over it: retried, it
+            # would hold its partition for ever. Why it failed and where it is still go to the
+            # DLQ (our headers are small); the message itself, value and headers, stays at its
+            # source offset until the topic's retention.
+            size = len(record.value or b"") + sum(len(v or b"") for _, v in original)
+            omitted = (DLQ_VALUE_OMITTED, f"value and headers, {size} bytes: too large".encode())
+            await self._producer.send_and_wait(
+                self._topic, value=None, key=record.key, headers=[*ours, omitted]
+            )
