@@ -97,6 +97,13 @@ async def running_loop(
         await producer.stop()
 
 
+async def topics_with(stack: StackInfo, topics: TopicFactory, *values: bytes) -> tuple[str, str]:
+    """A fresh source topic holding `values` (no keys, no headers), and a fresh DLQ topic."""
+    source, dlq = await topics.create("source"), await topics.create("dlq")
+    await produce(stack.kafka_bootstrap_servers, source, *[(None, value, []) for value in values])
+    return source, dlq
+
+
 async def run_loop(
     stack: StackInfo,
     source: str,
@@ -151,10 +158,7 @@ async def test_poison_goes_to_the_dlq_with_context_and_the_next_message_is_proce
 async def test_transient_failures_are_retried_in_order_and_never_dead_lettered(
     stack: StackInfo, topics: TopicFactory
 ) -> None:
-    source, dlq = await topics.create("source"), await topics.create("dlq")
-    await produce(
-        stack.kafka_bootstrap_servers, source, (None, b"a", []), (None, b"b", []), (None, b"c", [])
-    )
+    source, dlq = await topics_with(stack, topics, b"a", b"b", b"c")
     handler = ScriptedHandler(
         {
             b"a": [TransientError("db down"), OSError("connection refused")],
@@ -175,8 +179,7 @@ async def test_transient_failures_are_retried_in_order_and_never_dead_lettered(
 async def test_an_unexpected_error_is_retried_then_dead_lettered(
     stack: StackInfo, topics: TopicFactory
 ) -> None:
-    source, dlq = await topics.create("source"), await topics.create("dlq")
-    await produce(stack.kafka_bootstrap_servers, source, (None, b"bug", []), (None, b"ok", []))
+    source, dlq = await topics_with(stack, topics, b"bug", b"ok")
     handler = ScriptedHandler({b"bug": [ZeroDivisionError("oops")] * 10})
 
     committed = await run_loop(stack, source, dlq, handler, until=1)
@@ -283,14 +286,7 @@ async def test_a_stop_abandons_a_batch_that_cannot_finish_and_commits_nothing(
 async def test_a_message_is_dead_lettered_once_while_a_later_one_in_its_batch_still_fails(
     stack: StackInfo, topics: TopicFactory
 ) -> None:
-    source, dlq = await topics.create("source"), await topics.create("dlq")
-    await produce(
-        stack.kafka_bootstrap_servers,
-        source,
-        (None, b"bug-1", []),
-        (None, b"bug-2", []),
-        (None, b"ok", []),
-    )
+    source, dlq = await topics_with(stack, topics, b"bug-1", b"bug-2", b"ok")
     handler = ScriptedHandler(
         {b"bug-1": [ZeroDivisionError("one")] * 50, b"bug-2": [KeyError("two")] * 50}
     )
@@ -322,14 +318,7 @@ class DeadLettersFailingOnce(DeadLetterPublisher):
 async def test_a_failed_dead_letter_publish_does_not_dead_letter_the_batch_again(
     stack: StackInfo, topics: TopicFactory
 ) -> None:
-    source, dlq = await topics.create("source"), await topics.create("dlq")
-    await produce(
-        stack.kafka_bootstrap_servers,
-        source,
-        (None, b"poison-1", []),
-        (None, b"poison-2", []),
-        (None, b"ok", []),
-    )
+    source, dlq = await topics_with(stack, topics, b"poison-1", b"poison-2", b"ok")
     handler = ScriptedHandler(
         {value: [PoisonMessageError("bad")] * 5 for value in (b"poison-1", b"poison-2")}
     )
