@@ -71,8 +71,14 @@ async def test_an_ordinary_failure_keeps_the_client() -> None:
 class UnreachableBrokerClient(FakeClient):
     """Its flush never ends, as aiokafka's idempotent producer retrying a broker that is gone."""
 
+    flush_abandoned = False
+
     async def stop(self) -> None:
-        await asyncio.Event().wait()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.flush_abandoned = True
+            raise
 
 
 async def test_stop_gives_up_on_a_broker_that_never_acknowledges() -> None:
@@ -92,3 +98,47 @@ async def test_a_replacement_does_not_wait_for_the_old_client_to_flush() -> None
 
     async with asyncio.timeout(1):  # not held up by the old client's endless flush
         assert await producer.send_and_wait("t", value=b"1") == "second"
+
+    # The old client's flush goes on aside, until a stop of the producer ends it.
+    await asyncio.sleep(0.05)
+    assert not broken.flush_abandoned
+    await producer.stop(timeout_s=0.2)
+    assert broken.flush_abandoned
+
+
+class HeldAckClient(FakeClient):
+    """Its acknowledgements wait until the test answers them (`answer`)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name, [])
+        self.acks: list[asyncio.Future[Any]] = []
+
+    async def send(self, topic: str, **message: Any) -> asyncio.Future[Any]:
+        self.sent.append(message["value"])
+        ack: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.acks.append(ack)
+        return ack
+
+    async def answer(self, index: int, error: BaseException) -> None:
+        self.acks[index].set_exception(error)
+        await asyncio.sleep(0)  # its callbacks run, as when a broker answers
+
+
+async def test_a_late_fatal_answer_to_a_replaced_client_keeps_its_replacement() -> None:
+    first, second = HeldAckClient("first"), FakeClient("second", [])
+    made = [first, second, FakeClient("third", [])]
+    producer = Producer(lambda: made.pop(0))
+    await producer.start()
+    one = await producer.send("t", value=b"1")
+    two = await producer.send("t", value=b"2")
+    await first.answer(0, OutOfOrderSequenceNumber())
+    with pytest.raises(OutOfOrderSequenceNumber):
+        await one
+    assert await producer.send_and_wait("t", value=b"3") == "second"  # replaced
+
+    await first.answer(1, OutOfOrderSequenceNumber())  # the old client, answering late
+    with pytest.raises(OutOfOrderSequenceNumber):
+        await two
+
+    assert await producer.send_and_wait("t", value=b"4") == "second"
+    assert second.sent == [b"3", b"4"]

@@ -102,6 +102,10 @@ class Producer:
         idempotent producer retries pending sends for ever, and a shutdown would hang on it.
         What is left unacknowledged was not committed as done by anyone (outbox rows stay
         unpublished, consumer offsets stay put), so it is sent again after the restart."""
+        if self._discarded:  # clients replaced earlier, still flushing
+            for discarding in self._discarded:
+                discarding.cancel()
+            await asyncio.wait(set(self._discarded))
         try:
             async with asyncio.timeout(timeout_s):
                 await self._producer.stop()
@@ -119,10 +123,9 @@ class Producer:
         """Queue a message; the returned future resolves when the broker acknowledged it."""
         if self._broken:
             await self._replace()
-        ack: asyncio.Future[Any] = await self._producer.send(
-            topic, value=value, key=key, headers=headers
-        )
-        ack.add_done_callback(self._check)
+        client = self._producer
+        ack: asyncio.Future[Any] = await client.send(topic, value=value, key=key, headers=headers)
+        ack.add_done_callback(lambda done: self._check(client, done))
         return ack
 
     async def send_and_wait(
@@ -135,8 +138,13 @@ class Producer:
     ) -> Any:
         return await (await self.send(topic, value=value, key=key, headers=headers))
 
-    def _check(self, ack: asyncio.Future[Any]) -> None:
-        if not ack.cancelled() and isinstance(ack.exception(), PRODUCER_FATAL):
+    def _check(self, client: AIOKafkaProducer, ack: asyncio.Future[Any]) -> None:
+        # A late answer to a client already replaced says nothing about the current one.
+        if (
+            client is self._producer
+            and not ack.cancelled()
+            and isinstance(ack.exception(), PRODUCER_FATAL)
+        ):
             self._broken = True
 
     async def _replace(self) -> None:
@@ -152,8 +160,9 @@ class Producer:
                     await fresh.stop()
                 raise  # still broken: the next send tries again
             old, self._producer, self._broken = self._producer, fresh, False
-        # Closed aside, for at most 5 s: its pending sends may be retried for ever, and the
-        # send that is waiting for the replacement must not wait for them.
+        # Closed aside: the send waiting for the replacement must not wait for the old client's
+        # flush. That flush ends (each pending send acknowledged or failed, then the client
+        # closed) once the broker answers; `stop()` cuts it short.
         discarding = asyncio.create_task(_discard(old), name="discard-kafka-producer")
         self._discarded.add(discarding)
         discarding.add_done_callback(self._discarded.discard)
@@ -161,8 +170,7 @@ class Producer:
 
 async def _discard(producer: AIOKafkaProducer) -> None:
     with contextlib.suppress(Exception):
-        async with asyncio.timeout(5):
-            await producer.stop()
+        await producer.stop()
 
 
 def create_producer(settings: CommonSettings, *, client_id: str, linger_ms: int = 5) -> Producer:
