@@ -143,7 +143,7 @@ async def test_a_report_with_other_amounts_than_its_application_decides_nothing(
     outcome = await record(engine, report)
 
     assert outcome.applied == ([application_id] if applied else [])
-    assert outcome.contradicted == (set() if applied else {report.event_id})
+    assert outcome.contradicted == ([] if applied else [report])
     row = await fetch_application(engine, application_id)
     assert row.status == ("PRE_APPROVED" if applied else "PENDING")
     async with engine.connect() as conn:
@@ -153,3 +153,15 @@ async def test_a_report_with_other_amounts_than_its_application_decides_nothing(
             .where(ProcessedEvent.event_id == report.event_id)
         )
     assert recorded == (1 if applied else 0)
+
+
+async def test_a_copy_with_other_amounts_does_not_stop_the_true_report(engine: AsyncEngine) -> None:
+    application_id = await insert_application(engine)
+    true = decision(application_id, P, 790)
+    altered = decision(application_id, P, 790, event_id=true.event_id, loan="100")
+
+    outcome = await record(engine, altered, true)
+
+    assert outcome.contradicted == [altered]
+    assert outcome.applied == [application_id]
+    assert (await fetch_application(engine, application_id)).status == "PRE_APPROVED"

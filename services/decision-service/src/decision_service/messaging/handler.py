@@ -75,7 +75,7 @@ class DecisionHandler:
                     f"application {decision.application_id} does not exist"
                 )
                 continue
-            if decision.event_id in outcome.contradicted:
+            if any(decision is other for other in outcome.contradicted):
                 failures[index] = InconsistentEventError(
                     f"the report's amounts are not those of application {decision.application_id}"
                 )

@@ -39,8 +39,9 @@ class BatchOutcome:
     """Applications that were not PENDING any more: left as they were."""
     unknown_applications: set[uuid.UUID] = field(default_factory=set)
     """Applications that do not exist: their events were not recorded as processed."""
-    contradicted: set[uuid.UUID] = field(default_factory=set)
-    """Events whose amounts are not the stored application's: not applied, not recorded."""
+    contradicted: list[PendingDecision] = field(default_factory=list)
+    """Reports whose amounts are not the stored application's: not applied, not recorded (a
+    copy of the same event with the right amounts still is)."""
 
 
 _UUIDS = ARRAY(UUID(as_uuid=True))
@@ -87,17 +88,14 @@ async def record_decisions(
         for row in await session.execute(_KNOWN, {"ids": requested})
     }
     outcome.unknown_applications = set(requested) - stored.keys()
-    outcome.contradicted = {
-        d.event_id
-        for d in decisions
-        if d.application_id in stored
-        and stored[d.application_id] != (d.monthly_income_inr, d.loan_amount_inr)
-    }
-    candidates = [
-        d
-        for d in decisions
-        if d.application_id in stored and d.event_id not in outcome.contradicted
-    ]
+    candidates: list[PendingDecision] = []
+    for d in decisions:
+        if d.application_id not in stored:
+            continue
+        if stored[d.application_id] == (d.monthly_income_inr, d.loan_amount_inr):
+            candidates.append(d)
+        else:
+            outcome.contradicted.append(d)
     if not candidates:
         return outcome
 
