@@ -40,6 +40,10 @@ in the batch) for the dead-letter topic; raises for a failure of the whole batch
 
 log = structlog.stdlib.get_logger(__name__)
 
+COMMIT_GRACE_S = 1.0
+"""Once stopped, how long an offset commit may still take: to a broker that answers, it takes
+milliseconds."""
+
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
@@ -64,9 +68,10 @@ class ConsumerLoop:
         max_records: int = 200,
         stop_grace_s: float = 5.0,
     ) -> None:
-        """Once stopped, the batch in hand has `stop_grace_s` to finish (and be committed);
-        after that it is abandoned uncommitted, to be redelivered, so that a stop cannot hang
-        on a dependency that is down (unacknowledged sends are retried for ever)."""
+        """Once stopped, the batch in hand has `stop_grace_s` to finish, then its offset
+        commit `COMMIT_GRACE_S`; after that it is abandoned uncommitted, to be redelivered, so
+        that a stop cannot hang on a dependency that is down (unacknowledged sends are retried
+        for ever, and a commit waits for ever for the group's coordinator)."""
         self._name = name
         self._stop_grace_s = stop_grace_s
         self._consumer = consumer
@@ -115,7 +120,7 @@ class ConsumerLoop:
             # The commit too: with the broker gone, aiokafka looks for the group's coordinator
             # until the consumer is closed, which only happens once this loop has returned.
             settling = asyncio.ensure_future(self._settle(batches, records[:handled]))
-            if not await finish_or_abandon(settling, stop, self._stop_grace_s):
+            if not await finish_or_abandon(settling, stop, COMMIT_GRACE_S):
                 log.warning("stopped with an offset commit unanswered; messages may be redelivered")
                 break
             settling.result()
