@@ -318,6 +318,7 @@ class DeadLettersFailingOnce(DeadLetterPublisher):
 async def test_a_failed_dead_letter_publish_does_not_dead_letter_the_batch_again(
     stack: StackInfo, topics: TopicFactory
 ) -> None:
+    DeadLettersFailingOnce.failed = False  # the loop makes its own instance
     source, dlq = await topics_with(stack, topics, b"poison-1", b"poison-2", b"ok")
     handler = ScriptedHandler(
         {value: [PoisonMessageError("bad")] * 5 for value in (b"poison-1", b"poison-2")}

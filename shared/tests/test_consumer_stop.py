@@ -2,6 +2,7 @@
 
 import asyncio
 
+import pytest
 from aiokafka import AIOKafkaConsumer
 
 from prequal_devstack.testing import (
@@ -38,3 +39,16 @@ async def test_a_consumer_stops_cleanly_while_its_fetch_backs_off_from_a_dead_br
             await stop_consumer(consumer)  # plain consumer.stop() raised CancelledError here
     finally:
         await start_and_wait_for_the_pipeline(owned_stack, "kafka")
+
+
+async def test_a_cancelled_caller_stays_cancelled(stack: StackInfo, topics: TopicFactory) -> None:
+    source = await topics.create("source")
+    consumer = AIOKafkaConsumer(
+        source, bootstrap_servers=stack.kafka_bootstrap_servers, group_id=f"test-{source}"
+    )
+    await consumer.start()
+    stopping = asyncio.create_task(stop_consumer(consumer))
+    await asyncio.sleep(0)  # under way: leaving the group takes a round trip to the broker
+    stopping.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await stopping
