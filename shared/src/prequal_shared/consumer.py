@@ -40,10 +40,6 @@ in the batch) for the dead-letter topic; raises for a failure of the whole batch
 
 log = structlog.stdlib.get_logger(__name__)
 
-COMMIT_GRACE_S = 1.0
-"""Once stopped, how long an offset commit may still take: to a broker that answers, it takes
-milliseconds."""
-
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
@@ -68,10 +64,10 @@ class ConsumerLoop:
         max_records: int = 200,
         stop_grace_s: float = 5.0,
     ) -> None:
-        """Once stopped, the batch in hand has `stop_grace_s` to finish, then its offset
-        commit `COMMIT_GRACE_S`; after that it is abandoned uncommitted, to be redelivered, so
-        that a stop cannot hang on a dependency that is down (unacknowledged sends are retried
-        for ever, and a commit waits for ever for the group's coordinator)."""
+        """Once stopped, the batch in hand has `stop_grace_s` to finish and be committed; after
+        that it is abandoned uncommitted, to be redelivered, so that a stop cannot hang on a
+        dependency that is down (unacknowledged sends are retried for ever, and a commit waits
+        for ever for the group's coordinator)."""
         self._name = name
         self._stop_grace_s = stop_grace_s
         self._consumer = consumer
@@ -102,29 +98,28 @@ class ConsumerLoop:
             if not batches:
                 continue
             if self._resume_at is not None and time.monotonic() < self._resume_at:
-                # A rebalance during this fetch handed out partitions unpaused: put back what
-                # came from them, untouched, and pause them too.
-                for tp, partition in batches.items():
-                    self._consumer.seek(tp, partition[0].offset)
+                # A rebalance during this fetch handed out partitions unpaused: pause them too,
+                # and put back what came from them, as for a batch not handled.
                 self._stay_paused()
+                await self._settle(batches, [])
                 continue
-            records = [record for partition in batches.values() for record in partition]
-            started = time.perf_counter()
-            handling = asyncio.ensure_future(self._handle(records))
-            if not await finish_or_abandon(handling, stop, self._stop_grace_s):
-                log.warning("stopped with a batch unfinished; it will be redelivered")
+            processing = asyncio.ensure_future(self._process(batches))
+            if not await finish_or_abandon(processing, stop, self._stop_grace_s):
+                log.warning("stopped with a batch uncommitted; it will be redelivered")
                 break
-            handled = handling.result()
-            BATCH_SECONDS.labels(self._name).observe(time.perf_counter() - started)
-            BATCH_SIZE.labels(self._name).observe(len(records))
-            # The commit too: with the broker gone, aiokafka looks for the group's coordinator
-            # until the consumer is closed, which only happens once this loop has returned.
-            settling = asyncio.ensure_future(self._settle(batches, records[:handled]))
-            if not await finish_or_abandon(settling, stop, COMMIT_GRACE_S):
-                log.warning("stopped with an offset commit unanswered; messages may be redelivered")
-                break
-            settling.result()
+            processing.result()
         log.info("consumer stopping")
+
+    async def _process(self, batches: Mapping[TopicPartition, list[Record]]) -> None:
+        """Handle a fetched batch, then settle it. Both can wait for ever on a broker that is
+        gone: aiokafka retries sends, and looks for the group's coordinator to commit, until
+        the consumer is closed, which only happens once the loop has returned."""
+        records = [record for partition in batches.values() for record in partition]
+        started = time.perf_counter()
+        handled = await self._handle(records)
+        BATCH_SECONDS.labels(self._name).observe(time.perf_counter() - started)
+        BATCH_SIZE.labels(self._name).observe(len(records))
+        await self._settle(batches, records[:handled])
 
     async def _settle(
         self, batches: Mapping[TopicPartition, list[Record]], handled: list[Record]
