@@ -1,8 +1,9 @@
 """The outbox relay under a backlog, on the real PostgreSQL with a stand-in for Kafka.
 
 The relay works on an outbox of its own (a scratch schema with an empty copy of the table),
-so that its sweep cannot take the stack's real events; the producer is a fake of our own
-`Producer` interface that records what it is given and acknowledges after a delay.
+so that its sweep cannot take the stack's real events. The producer is a fake of our own
+`Producer` interface that records what it is given and acknowledges after a delay, except
+where the test is about what Kafka itself answers.
 """
 
 import asyncio
@@ -18,8 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from prequal_api.messaging import outbox_relay
 from prequal_api.messaging.outbox_relay import MAX_QUEUED_BATCHES, OutboxRelay
 from prequal_api.persistence.repository import OutboxMessage
-from prequal_devstack.testing import StackInfo, poll_until
+from prequal_devstack.testing import StackInfo, TopicFactory, poll_until, read_topic
+from prequal_shared.config import CommonSettings
 from prequal_shared.db import create_session_factory
+from prequal_shared.kafka import Producer, create_producer
 
 BATCH = 10
 
@@ -33,6 +36,9 @@ class FakeProducer:
 
     async def start(self) -> None:
         self.started = True
+
+    async def topics(self) -> set[str]:
+        return {"t"}
 
     async def has_started(self) -> bool:
         return self.started
@@ -66,7 +72,7 @@ async def scratch_outbox(stack: StackInfo, engine: AsyncEngine) -> AsyncIterator
 
 
 def relay_for(
-    outbox: AsyncEngine, producer: FakeProducer, *, sweep_interval_s: float = 3600
+    outbox: AsyncEngine, producer: FakeProducer | Producer, *, sweep_interval_s: float = 3600
 ) -> OutboxRelay:
     """By default it sweeps once, at start."""
     return OutboxRelay(
@@ -84,17 +90,19 @@ def message(n: int) -> OutboxMessage:
     )
 
 
-async def add_backlog(outbox: AsyncEngine, count: int) -> None:
-    """Events committed a minute ago and never published (Kafka was down)."""
+async def add_backlog(
+    outbox: AsyncEngine, count: int, *, topic: str = "t", minutes_ago: int = 1
+) -> None:
+    """Events committed `minutes_ago` and never published (Kafka was down)."""
     async with outbox.begin() as conn:
         await conn.execute(
             text(
                 "INSERT INTO outbox (event_id, topic, message_key, payload, headers, created_at)"
-                " SELECT gen_random_uuid(), 't', 'k', convert_to('backlog-' || i, 'UTF8'), '{}',"
-                " now() - interval '1 minute' + i * interval '1 millisecond'"
+                " SELECT gen_random_uuid(), :topic, 'k', convert_to('backlog-' || i, 'UTF8'),"
+                " '{}', now() - make_interval(mins => :minutes) + i * interval '1 millisecond'"
                 " FROM generate_series(1, :count) AS i"
             ),
-            {"count": count},
+            {"count": count, "topic": topic, "minutes": minutes_ago},
         )
 
 
@@ -195,3 +203,41 @@ async def test_with_kafka_gone_a_stop_does_not_wait_for_acknowledgements(
         assert await poll_until(producer.has_sent_something)
     assert await unpublished(scratch_outbox) == 5
     assert await claimable(scratch_outbox) == 5
+
+
+async def test_events_for_a_topic_kafka_lacks_do_not_hold_up_the_others(
+    stack: StackInfo,
+    scratch_outbox: AsyncEngine,
+    topics: TopicFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Seen here: events left for a topic that no longer exists (renamed in the settings, or
+    deleted) were the oldest, so every sweep claimed them first and waited for the topic."""
+    monkeypatch.setattr(outbox_relay, "MISSING_TOPIC_RECHECK_S", 1.0)
+    there = await topics.create("relay")
+    gone = f"test.gone.{uuid.uuid4().hex[:10]}"
+    await add_backlog(scratch_outbox, 2 * BATCH, topic=gone, minutes_ago=2)
+    await add_backlog(scratch_outbox, 3, topic=there)
+    settings = CommonSettings(kafka_bootstrap_servers=stack.kafka_bootstrap_servers)
+    producer = create_producer(settings, client_id="test")
+    relay = relay_for(scratch_outbox, producer, sweep_interval_s=0.2)
+    try:
+        async with running(relay):
+            received = await read_topic(stack.kafka_bootstrap_servers, there, count=3)
+            assert sorted(record.value for record in received) == [
+                b"backlog-1",
+                b"backlog-2",
+                b"backlog-3",
+            ]
+
+            async def unpublished_are(count: int) -> bool:
+                return await unpublished(scratch_outbox) == count
+
+            assert await poll_until(lambda: unpublished_are(2 * BATCH), timeout_s=10)
+            # Left in the outbox, not dropped: published once the topic is back.
+            await topics.create("gone", name=gone)
+            assert await poll_until(lambda: unpublished_are(0), timeout_s=20)
+            found = await read_topic(stack.kafka_bootstrap_servers, gone, count=2 * BATCH)
+            assert len(found) == 2 * BATCH
+    finally:
+        await producer.stop()

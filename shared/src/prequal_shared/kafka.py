@@ -97,6 +97,11 @@ class Producer:
     async def start(self) -> None:
         await self._producer.start()
 
+    async def topics(self) -> set[str]:
+        """The topics the cluster has now; raises when no broker answers."""
+        metadata = await self._producer.client.fetch_all_metadata()
+        return set(metadata.topics())
+
     async def stop(self, *, timeout_s: float = 5.0) -> None:
         """Flush and close, for at most `timeout_s`: with the broker unreachable, aiokafka's
         idempotent producer retries pending sends for ever, and a shutdown would hang on it.

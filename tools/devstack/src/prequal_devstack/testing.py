@@ -161,8 +161,9 @@ class TopicFactory:
         self.bootstrap = bootstrap
         self.created: list[str] = []
 
-    async def create(self, prefix: str, *, partitions: int = 1) -> str:
-        name = f"test.{prefix}.{uuid.uuid4().hex[:10]}"
+    async def create(self, prefix: str, *, partitions: int = 1, name: str | None = None) -> str:
+        """A topic named after `prefix` and a random suffix, or `name`."""
+        name = name or f"test.{prefix}.{uuid.uuid4().hex[:10]}"
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
         await admin.start()
         try:

@@ -38,6 +38,11 @@ SWEEP_GRACE_S = 5.0
 SWEEP_ACK_TIMEOUT_S = 15.0
 """A sweep gives up on acknowledgements after this long, releases its claim and retries."""
 
+MISSING_TOPIC_RECHECK_S = 60.0
+"""Events for a topic Kafka does not have (deleted, or renamed in the settings while events
+for the old name waited) stay in the outbox, and the sweep passes over them, so that they
+cannot hold up the events behind them; it asks Kafka about that topic again after this long."""
+
 MAX_QUEUED_BATCHES = 20
 """The fast path holds at most this many batches of events in memory; past that (Kafka slow,
 or a backlog being swept) committed events are left to the sweep, which reads them from the
@@ -67,6 +72,8 @@ class OutboxRelay:
         )
         self._wake = asyncio.Event()
         self._producer_started = False
+        self._topics_seen: set[str] = set()
+        self._topics_missing: dict[str, float] = {}  # topic -> when Kafka last lacked it
 
     async def kafka_reachable(self, *, timeout_s: float) -> bool:
         if not self._producer_started:
@@ -177,19 +184,46 @@ class OutboxRelay:
 
     async def sweep(self) -> int:
         """Publish one batch of events the fast path left behind; returns how many."""
+        now = time.monotonic()
+        skipped = [
+            topic
+            for topic, since in self._topics_missing.items()
+            if now - since < MISSING_TOPIC_RECHECK_S
+        ]
         async with self._sessions.begin() as session:
-            messages = await repository.claim_unpublished(
-                session, limit=self._batch_size, older_than_s=SWEEP_GRACE_S
+            claimed = await repository.claim_unpublished(
+                session, limit=self._batch_size, older_than_s=SWEEP_GRACE_S, skip_topics=skipped
             )
-            if not messages:
+            if not claimed:
                 return 0
             # Not for ever while Kafka is away (aiokafka retries unacknowledged sends without
             # end): the claim's transaction would stay open, holding the rows and vacuum.
             async with asyncio.timeout(SWEEP_ACK_TIMEOUT_S):
+                messages = await self._publishable(claimed)
                 await self._send(messages)
             await repository.mark_published(session, [m.event_id for m in messages])
-        log.info("outbox sweep published events", count=len(messages))
-        return len(messages)
+        if messages:
+            log.info("outbox sweep published events", count=len(messages))
+        return len(claimed)
+
+    async def _publishable(self, messages: Sequence[OutboxMessage]) -> list[OutboxMessage]:
+        """The messages whose topic Kafka has. aiokafka would wait for a missing topic until
+        its request timeout, and the oldest events are claimed first, so a few events for a
+        topic that is gone would stop the sweep for good."""
+        unknown = {message.topic for message in messages} - self._topics_seen
+        if unknown:
+            existing = await self._producer.topics()
+            for topic in unknown - existing:
+                self._topics_missing[topic] = time.monotonic()
+                log.error(
+                    "outbox events name a topic kafka does not have; they stay unpublished",
+                    topic=topic,
+                    retry_in_s=MISSING_TOPIC_RECHECK_S,
+                )
+            for topic in unknown & existing:
+                self._topics_missing.pop(topic, None)
+            self._topics_seen |= unknown & existing
+        return [message for message in messages if message.topic in self._topics_seen]
 
     async def _send(self, messages: Sequence[OutboxMessage]) -> None:
         await asyncio.gather(*[await self._send_one(message) for message in messages])

@@ -96,11 +96,16 @@ async def get_status(
 
 
 async def claim_unpublished(
-    session: AsyncSession, *, limit: int, older_than_s: float
+    session: AsyncSession,
+    *,
+    limit: int,
+    older_than_s: float,
+    skip_topics: Sequence[str] = (),
 ) -> list[OutboxMessage]:
     """Lock a batch of events still unpublished after `older_than_s` (the fast path had its
-    chance); other relays skip locked rows instead of waiting for them."""
-    rows = await session.execute(
+    chance), except those for `skip_topics`; other relays skip locked rows instead of waiting
+    for them."""
+    query = (
         select(
             OutboxEvent.event_id,
             OutboxEvent.topic,
@@ -116,6 +121,9 @@ async def claim_unpublished(
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
+    if skip_topics:
+        query = query.where(OutboxEvent.topic.not_in(skip_topics))
+    rows = await session.execute(query)
     return [OutboxMessage(*row) for row in rows]
 
 
