@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -125,6 +126,10 @@ async def running(relay: OutboxRelay) -> AsyncIterator[asyncio.Event]:
             await task
 
 
+def left_to_sweep() -> float:
+    return REGISTRY.get_sample_value("prequal_outbox_left_to_sweep_total") or 0.0
+
+
 async def claimable(outbox: AsyncEngine) -> int:
     """Unpublished events that no transaction holds (that another relay could claim)."""
     async with outbox.begin() as conn:
@@ -140,6 +145,7 @@ async def test_the_fast_path_keeps_a_bounded_number_of_events_in_memory(
     producer = FakeProducer()
     relay = relay_for(scratch_outbox, producer)
     cap = MAX_QUEUED_BATCHES * BATCH
+    left_before = left_to_sweep()
     async with running(relay):
         assert await poll_until(producer.has_started)
         relay.publish_soon([message(n) for n in range(cap + 50)])  # all committed at once
@@ -149,8 +155,9 @@ async def test_the_fast_path_keeps_a_bounded_number_of_events_in_memory(
             return len(producer.sent) == cap
 
         assert await poll_until(settled, timeout_s=10)
-    # The rest stays in the outbox, for the sweep.
+    # The rest stays in the outbox, for the sweep, and is counted.
     assert producer.sent == [f"fresh-{n}".encode() for n in range(cap)]
+    assert left_to_sweep() - left_before == 50
 
 
 async def test_a_backlog_is_swept_while_fresh_events_go_out_and_a_stop_cuts_it_short(

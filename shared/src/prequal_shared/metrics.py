@@ -49,3 +49,8 @@ OUTBOX_BACKLOG = Gauge(
 OUTBOX_PUBLISHED = Counter(
     "prequal_outbox_published_total", "Outbox events published and acknowledged by Kafka."
 )
+OUTBOX_LEFT_TO_SWEEP = Counter(
+    "prequal_outbox_left_to_sweep_total",
+    "Committed events the relay's fast path did not publish (Kafka not reached yet, a send"
+    " failed, or too many events in memory); the sweep publishes them after its grace period.",
+)

@@ -27,7 +27,7 @@ from prequal_api.persistence import repository
 from prequal_api.persistence.repository import OutboxMessage
 from prequal_shared.errors import is_transient
 from prequal_shared.kafka import Producer
-from prequal_shared.metrics import OUTBOX_BACKLOG, OUTBOX_PUBLISHED
+from prequal_shared.metrics import OUTBOX_BACKLOG, OUTBOX_LEFT_TO_SWEEP, OUTBOX_PUBLISHED
 from prequal_shared.shutdown import finish_or_abandon
 
 log = structlog.stdlib.get_logger(__name__)
@@ -89,9 +89,12 @@ class OutboxRelay:
         """Committed events: publish them now rather than at the next sweep. Until Kafka has
         been reached, and past `MAX_QUEUED_BATCHES`, events are left to the sweep."""
         room = MAX_QUEUED_BATCHES * self._batch_size - len(self._queue)
-        if self._producer_started and room > 0:
-            self._queue.extend(messages[:room])
+        taken = max(0, room) if self._producer_started else 0
+        if taken:
+            self._queue.extend(messages[:taken])
             self._wake.set()
+        if len(messages) > taken:
+            OUTBOX_LEFT_TO_SWEEP.inc(len(messages) - taken)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until `stop`; then finish what is in hand, briefly (about 5 s at most, for Kafka
@@ -152,6 +155,7 @@ class OutboxRelay:
                 acks = [await self._send_one(message) for message in batch]
             except Exception:
                 # Still in the outbox: the sweep publishes them after the grace period.
+                OUTBOX_LEFT_TO_SWEEP.inc(len(batch) + len(self._queue))
                 self._queue.clear()
                 raise
             self._inflight.put_nowait((batch, asyncio.gather(*acks)))
