@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from aiokafka.errors import KafkaTimeoutError
 from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -29,11 +30,15 @@ BATCH = 10
 
 
 class FakeProducer:
-    def __init__(self, *, ack_delay_s: float | None = 0.0) -> None:
-        """Acknowledges each send after `ack_delay_s`; never with None (a broker gone)."""
+    def __init__(
+        self, *, ack_delay_s: float | None = 0.0, ack_error: Exception | None = None
+    ) -> None:
+        """Acknowledges each send after `ack_delay_s`, or fails it with `ack_error`; never with
+        None (a broker gone)."""
         self.started = False
         self.sent: list[bytes] = []
         self._ack_delay_s = ack_delay_s
+        self._ack_error = ack_error
 
     async def start(self) -> None:
         self.started = True
@@ -52,7 +57,12 @@ class FakeProducer:
         self.sent.append(value)
         ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self._ack_delay_s is not None:
-            asyncio.get_running_loop().call_later(self._ack_delay_s, ack.set_result, None)
+            if self._ack_error is None:
+                asyncio.get_running_loop().call_later(self._ack_delay_s, ack.set_result, None)
+            else:
+                asyncio.get_running_loop().call_later(
+                    self._ack_delay_s, ack.set_exception, self._ack_error
+                )
         return ack
 
 
@@ -158,6 +168,23 @@ async def test_the_fast_path_keeps_a_bounded_number_of_events_in_memory(
     # The rest stays in the outbox, for the sweep, and is counted.
     assert producer.sent == [f"fresh-{n}".encode() for n in range(cap)]
     assert left_to_sweep() - left_before == 50
+
+
+async def test_events_whose_publish_was_not_acknowledged_are_left_to_the_sweep(
+    scratch_outbox: AsyncEngine,
+) -> None:
+    producer = FakeProducer(ack_error=KafkaTimeoutError())
+    relay = relay_for(scratch_outbox, producer)
+    left_before = left_to_sweep()
+    async with running(relay):
+        assert await poll_until(producer.has_started)
+        relay.publish_soon([message(n) for n in range(3)])
+
+        async def counted() -> bool:
+            return left_to_sweep() - left_before == 3
+
+        assert await poll_until(counted, timeout_s=5)
+    assert len(producer.sent) == 3
 
 
 async def test_a_backlog_is_swept_while_fresh_events_go_out_and_a_stop_cuts_it_short(

@@ -172,6 +172,7 @@ class OutboxRelay:
                     await acks
                 except Exception as exc:
                     log.warning("publish not acknowledged; the sweep will retry", error=repr(exc))
+                    OUTBOX_LEFT_TO_SWEEP.inc(len(batch))
                 else:
                     acknowledged.extend(batch)
             try:
