@@ -185,6 +185,7 @@ async def test_events_whose_publish_was_not_acknowledged_are_left_to_the_sweep(
 
         assert await poll_until(counted, timeout_s=5)
     assert len(producer.sent) == 3
+    assert left_to_sweep() - left_before == 3  # and not counted again later
 
 
 async def test_a_backlog_is_swept_while_fresh_events_go_out_and_a_stop_cuts_it_short(
@@ -273,5 +274,35 @@ async def test_events_for_a_topic_kafka_lacks_do_not_hold_up_the_others(
             assert await poll_until(lambda: unpublished_are(0), timeout_s=20)
             found = await read_topic(stack.kafka_bootstrap_servers, gone, count=2 * BATCH)
             assert len(found) == 2 * BATCH
+    finally:
+        await producer.stop()
+
+
+async def test_events_for_a_topic_deleted_after_use_do_not_hold_up_the_others(
+    stack: StackInfo,
+    scratch_outbox: AsyncEngine,
+    topics: TopicFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(outbox_relay, "SWEEP_ACK_TIMEOUT_S", 1.0)
+    doomed = await topics.create("doomed")
+    there = await topics.create("relay")
+    settings = CommonSettings(kafka_bootstrap_servers=stack.kafka_bootstrap_servers)
+    producer = create_producer(settings, client_id="test")
+    relay = relay_for(scratch_outbox, producer, sweep_interval_s=0.2)
+
+    async def unpublished_are(count: int) -> bool:
+        return await unpublished(scratch_outbox) == count
+
+    try:
+        async with running(relay):
+            await add_backlog(scratch_outbox, 1, topic=doomed)
+            assert await poll_until(lambda: unpublished_are(0), timeout_s=10)  # doomed is seen
+            await topics.delete(doomed)
+            await add_backlog(scratch_outbox, 2 * BATCH, topic=doomed, minutes_ago=2)
+            await add_backlog(scratch_outbox, 3, topic=there)
+            received = await read_topic(stack.kafka_bootstrap_servers, there, count=3)
+            assert len(received) == 3
+            assert await poll_until(lambda: unpublished_are(2 * BATCH), timeout_s=10)
     finally:
         await producer.stop()

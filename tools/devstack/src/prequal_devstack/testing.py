@@ -175,6 +175,14 @@ class TopicFactory:
         self.created.append(name)
         return name
 
+    async def delete(self, name: str) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            await admin.delete_topics([name])
+        finally:
+            await admin.close()
+
     async def delete_all(self) -> None:
         if not self.created:
             return

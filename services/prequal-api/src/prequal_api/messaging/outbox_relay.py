@@ -183,6 +183,7 @@ class OutboxRelay:
             except Exception as exc:
                 # Published but not marked: the sweep publishes them again (a harmless duplicate).
                 log.warning("could not mark events published", error=repr(exc))
+                OUTBOX_LEFT_TO_SWEEP.inc(len(acknowledged))
             finally:
                 for _ in ready:
                     self._inflight.task_done()
@@ -205,7 +206,13 @@ class OutboxRelay:
             # end): the claim's transaction would stay open, holding the rows and vacuum.
             async with asyncio.timeout(SWEEP_ACK_TIMEOUT_S):
                 messages = await self._publishable(claimed)
-                await self._send(messages)
+                try:
+                    await self._send(messages)
+                except BaseException:
+                    # Kafka away, or one of these topics deleted since it was seen: look the
+                    # topics up again before the next attempt.
+                    self._topics_seen -= {message.topic for message in messages}
+                    raise
             await repository.mark_published(session, [m.event_id for m in messages])
         if messages:
             log.info("outbox sweep published events", count=len(messages))
