@@ -61,7 +61,7 @@ async def test_a_pending_application_is_decided_once(engine: AsyncEngine) -> Non
     before = await fetch_application(engine, application_id)
 
     outcome = await record(engine, first)
-    assert outcome.applied == [application_id]
+    assert outcome.applied == [first]
     row = await fetch_application(engine, application_id)
     assert (row.status, row.cibil_score) == ("PRE_APPROVED", 790)
     assert row.updated_at > before.updated_at
@@ -99,7 +99,9 @@ async def test_a_mixed_batch_in_one_transaction(engine: AsyncEngine) -> None:
         unknown_event,
     )
 
-    assert sorted(outcome.applied) == sorted([a, b])
+    # The decisions given, so that the caller can tell which of a's two reports was applied.
+    assert [d.application_id for d in outcome.applied] == [a, b]
+    assert outcome.applied[0] is first_a
     assert outcome.unknown_applications == {unknown}
     assert set(outcome.already_decided) == {a, decided}
     assert [
@@ -142,7 +144,7 @@ async def test_a_report_with_other_amounts_than_its_application_decides_nothing(
 
     outcome = await record(engine, report)
 
-    assert outcome.applied == ([application_id] if applied else [])
+    assert outcome.applied == ([report] if applied else [])
     assert outcome.contradicted == ([] if applied else [report])
     row = await fetch_application(engine, application_id)
     assert row.status == ("PRE_APPROVED" if applied else "PENDING")
@@ -163,5 +165,5 @@ async def test_a_copy_with_other_amounts_does_not_stop_the_true_report(engine: A
     outcome = await record(engine, altered, true)
 
     assert outcome.contradicted == [altered]
-    assert outcome.applied == [application_id]
+    assert outcome.applied == [true]
     assert (await fetch_application(engine, application_id)).status == "PRE_APPROVED"

@@ -68,7 +68,7 @@ class DecisionHandler:
                 outcome = await record_decisions(
                     session, consumer=self._consumer_name, decisions=[d for _, _, d in parsed]
                 )
-        applied = set(outcome.applied)
+        applied = {id(decision) for decision in outcome.applied}
         for index, event, decision in parsed:
             if decision.application_id in outcome.unknown_applications:
                 failures[index] = UnknownApplicationError(
@@ -80,11 +80,19 @@ class DecisionHandler:
                     f"the report's amounts are not those of application {decision.application_id}"
                 )
                 continue
-            log.info(
-                "decision recorded" if decision.application_id in applied else "decision unchanged",
-                correlation_id=event.correlation_id,
-                application_id=str(decision.application_id),
-                status=decision.status,
-                cibil_score=decision.cibil_score,
-            )
+            if id(decision) in applied:
+                log.info(
+                    "decision recorded",
+                    correlation_id=event.correlation_id,
+                    application_id=str(decision.application_id),
+                    status=decision.status,
+                    cibil_score=decision.cibil_score,
+                )
+            else:  # a duplicate, or the application was decided already: nothing changed
+                log.info(
+                    "report changed nothing",
+                    correlation_id=event.correlation_id,
+                    application_id=str(decision.application_id),
+                    event_id=str(event.event_id),
+                )
         return failures

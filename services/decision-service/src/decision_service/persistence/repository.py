@@ -31,8 +31,9 @@ class PendingDecision:
 
 @dataclass(slots=True)
 class BatchOutcome:
-    applied: list[uuid.UUID] = field(default_factory=list)
-    """Applications moved from PENDING to their decision by this batch."""
+    applied: list[PendingDecision] = field(default_factory=list)
+    """The decisions that moved their application from PENDING (the very objects given: a
+    batch may hold several reports for one application, and only one of them is applied)."""
     duplicate_events: list[uuid.UUID] = field(default_factory=list)
     """Events this consumer had already applied (redelivery, relay or replay): ignored."""
     already_decided: list[uuid.UUID] = field(default_factory=list)
@@ -130,7 +131,7 @@ async def record_decisions(
         ).scalars()
     )
     applied = [d for d in chosen if d.application_id in moved]
-    outcome.applied = [d.application_id for d in applied]
+    outcome.applied = applied
     outcome.already_decided.extend(
         d.application_id for d in chosen if d.application_id not in moved
     )
