@@ -20,7 +20,7 @@ def test_amounts_travel_as_decimal_strings_and_round_trip_exactly() -> None:
     event = application_event(monthly_income_inr=Decimal("2083.33"))
     wire = json.loads(encode(event))
     assert wire["payload"]["monthly_income_inr"] == "2083.33"
-    assert wire["payload"]["loan_amount_inr"] == "200000"
+    assert wire["payload"]["loan_amount_inr"] == "200000.00"  # with its paise, as stored
     assert set(wire) == {
         "event_id",
         "event_type",

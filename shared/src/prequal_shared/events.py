@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -22,17 +24,22 @@ from prequal_shared.domain import PAN_PATTERN, LoanType
 from prequal_shared.errors import PoisonMessageError
 from prequal_shared.ids import new_id
 
+_PLAIN_DECIMAL = re.compile(r"[ \t\r\n]*[0-9]+(\.[0-9]+)?[ \t\r\n]*")
+_PAISE = Decimal("0.01")
+
 
 def _exact_amount(value: Any) -> Any:
     """Refuse what cannot be an exact amount before Decimal sees it: a float (a JSON number
     parsed as binary floating point has already lost digits: 100000.00000000000000001 became
-    100000.0), and strings Decimal would accept but no other system would, like "1_000" or
-    digits of other scripts. The API parses request numbers as Decimal, never as float."""
+    100000.0), and strings other than plain digits with an optional decimal point (and
+    spaces around them), which Decimal would read but other systems might not: "1_000", "+100",
+    "1E+5", ".5", digits of other scripts. The API parses request numbers as Decimal, never as
+    float."""
     if isinstance(value, float):
         msg = 'amounts must be exact: send a decimal string such as "50000.50", not a float'
         raise ValueError(msg)
-    if isinstance(value, str) and (not value.isascii() or "_" in value):
-        msg = "amounts are written with the digits 0-9 and an optional decimal point"
+    if isinstance(value, str) and not _PLAIN_DECIMAL.fullmatch(value):
+        msg = 'amounts are plain decimals, digits 0-9 and an optional decimal point: "50000.50"'
         raise ValueError(msg)
     return value
 
@@ -41,6 +48,9 @@ Money = Annotated[
     Decimal,
     BeforeValidator(_exact_amount),
     Field(gt=0, max_digits=12, decimal_places=2, allow_inf_nan=False),
+    # One way to write each amount, with its paise, as PostgreSQL's NUMERIC(12,2) stores it:
+    # "100000", "1E+5" and "100000.000" are all 100000.00 in the row, the event and the logs.
+    AfterValidator(lambda value: value.quantize(_PAISE)),
     PlainSerializer(lambda value: format(value, "f"), return_type=str, when_used="json"),
 ]
 

@@ -22,9 +22,24 @@ def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     ]
 
 
+def _not_json_detail(error: dict[str, Any]) -> str:
+    """What is wrong with a body that is not JSON, and where: the parser's own words (they
+    never quote the input)."""
+    reason = (error.get("ctx") or {}).get("error", "it cannot be parsed")
+    loc = error.get("loc", ())
+    where = f" (character {loc[1]})" if len(loc) > 1 and loc[1] else ""
+    return f"the body is not valid JSON: {reason}{where}"
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        not_json = next((e for e in exc.errors() if e.get("type") == "json_invalid"), None)
+        if not_json is not None:
+            return JSONResponse(
+                status_code=status.HTTP_400_BAD_REQUEST,
+                content={"detail": _not_json_detail(not_json)},
+            )
         errors = _field_errors(exc)
         fields = ", ".join(".".join(str(p) for p in e["loc"][1:]) or "body" for e in errors)
         return JSONResponse(

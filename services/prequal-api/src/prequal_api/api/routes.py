@@ -44,7 +44,11 @@ _UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     status_code=status.HTTP_202_ACCEPTED,
     response_model=ApplicationAccepted,
     responses={
-        400: {"model": Problem, "description": "The body is not JSON; nothing was stored"},
+        400: {
+            "model": Problem,
+            "description": "The body is not valid JSON (cut short, NaN, a key given twice);"
+            " nothing was stored",
+        },
         413: {
             "model": Problem,
             # Plain text when the Content-Length header gave the size away, else JSON.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
 from datetime import datetime
 from typing import Annotated
@@ -14,6 +15,21 @@ from prequal_shared.events import Money
 # An application is about 200 bytes of JSON (a name of 255 characters, each escaped as
 # \uXXXX, is 1.5 kB). Without a limit a client could make the API hold any body in memory.
 MAX_BODY_BYTES = 16 * 1024
+
+
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _printable_name(name: str) -> str:
+    """No control characters (C0 and C1: PostgreSQL refuses NUL in text, a 500 rather than a
+    422), no line or paragraph separators, and no bidirectional overrides, which make a name
+    display as other text than it holds. The joiners that Indic scripts write with (U+200C,
+    U+200D) are letters' business and stay allowed."""
+    for char in name:
+        if unicodedata.category(char) in ("Cc", "Zl", "Zp") or char in _BIDI_CONTROLS:
+            msg = "the name may not contain control characters, line breaks or direction overrides"
+            raise ValueError(msg)
+    return name
 
 
 class ApplicationIn(BaseModel):
@@ -38,10 +54,8 @@ class ApplicationIn(BaseModel):
     applicant_name: (
         Annotated[
             str,
-            # No control characters: PostgreSQL refuses NUL in text (a 500, not a 422).
-            StringConstraints(
-                strip_whitespace=True, max_length=255, pattern=r"^[^\x00-\x1f\x7f]*$"
-            ),
+            StringConstraints(strip_whitespace=True, max_length=255),
+            AfterValidator(_printable_name),
             # A name of spaces only is no name: stored as NULL, like one left out.
             AfterValidator(lambda name: name or None),
         ]
