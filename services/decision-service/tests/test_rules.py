@@ -1,4 +1,4 @@
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 import pytest
 
@@ -37,3 +37,17 @@ def test_decision_table(score: int, income: str, loan: str, expected: Applicatio
         decide(cibil_score=score, monthly_income_inr=Decimal(income), loan_amount_inr=Decimal(loan))
         is expected
     )
+
+
+@pytest.mark.parametrize(("income", "expected"), [("2083.34", P), ("2083.33", M)])
+def test_the_decision_is_exact_whatever_the_ambient_decimal_precision(
+    income: str, expected: ApplicationStatus
+) -> None:
+    # With 5 significant digits, 2083.34 * 48 would round to 100000, not over 100000.01.
+    with localcontext(prec=5):
+        decision = decide(
+            cibil_score=700,
+            monthly_income_inr=Decimal(income),
+            loan_amount_inr=Decimal("100000.01"),
+        )
+    assert decision == expected

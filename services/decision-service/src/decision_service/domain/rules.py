@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 from prequal_shared.domain import ApplicationStatus
 
@@ -20,6 +20,8 @@ def decide(
     """
     if cibil_score < MIN_SCORE:
         return ApplicationStatus.REJECTED
-    if monthly_income_inr * TENURE_MONTHS > loan_amount_inr:
-        return ApplicationStatus.PRE_APPROVED
-    return ApplicationStatus.MANUAL_REVIEW
+    # Exact whatever precision the thread's decimal context was given elsewhere: the product
+    # of a 12-digit amount and 48 has at most 14 digits.
+    with localcontext(prec=28):
+        affordable = monthly_income_inr * TENURE_MONTHS > loan_amount_inr
+    return ApplicationStatus.PRE_APPROVED if affordable else ApplicationStatus.MANUAL_REVIEW
