@@ -25,8 +25,9 @@ async def test_a_consumer_stops_cleanly_while_its_fetch_backs_off_from_a_dead_br
         group_id=f"test-{source}",
         auto_offset_reset="earliest",
         enable_auto_commit=False,
-        # A failed fetch waits this long before the next: stop() will find it waiting.
-        retry_backoff_ms=30_000,
+        # A failed fetch waits this long before the next: stop() will find it waiting. The
+        # group's coordinator lookup backs off as long, and stop() waits for that one.
+        retry_backoff_ms=5_000,
     )
     await consumer.start()
     try:
@@ -35,7 +36,7 @@ async def test_a_consumer_stops_cleanly_while_its_fetch_backs_off_from_a_dead_br
         await asyncio.to_thread(owned_stack.stack.stop, "kafka")
         await asyncio.sleep(2)  # the fetcher's next request fails; it backs off
 
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(15):
             await stop_consumer(consumer)  # plain consumer.stop() raised CancelledError here
     finally:
         await start_and_wait_for_the_pipeline(owned_stack, "kafka")
