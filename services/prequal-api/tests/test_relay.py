@@ -9,7 +9,7 @@ where the test is about what Kafka itself answers.
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -240,10 +240,27 @@ async def test_with_kafka_gone_a_stop_does_not_wait_for_acknowledgements(
     assert await claimable(scratch_outbox) == 5
 
 
+@pytest.fixture
+async def kafka_producer(stack: StackInfo) -> AsyncIterator[Producer]:
+    """The real producer, for tests about what Kafka itself answers."""
+    settings = CommonSettings(kafka_bootstrap_servers=stack.kafka_bootstrap_servers)
+    producer = create_producer(settings, client_id="test")
+    yield producer
+    await producer.stop()
+
+
+def unpublished_are(outbox: AsyncEngine, count: int) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return await unpublished(outbox) == count
+
+    return check
+
+
 async def test_events_for_a_topic_kafka_lacks_do_not_hold_up_the_others(
     stack: StackInfo,
     scratch_outbox: AsyncEngine,
     topics: TopicFactory,
+    kafka_producer: Producer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Seen here: events left for a topic that no longer exists (renamed in the settings, or
@@ -253,56 +270,37 @@ async def test_events_for_a_topic_kafka_lacks_do_not_hold_up_the_others(
     gone = f"test.gone.{uuid.uuid4().hex[:10]}"
     await add_backlog(scratch_outbox, 2 * BATCH, topic=gone, minutes_ago=2)
     await add_backlog(scratch_outbox, 3, topic=there)
-    settings = CommonSettings(kafka_bootstrap_servers=stack.kafka_bootstrap_servers)
-    producer = create_producer(settings, client_id="test")
-    relay = relay_for(scratch_outbox, producer, sweep_interval_s=0.2)
-    try:
-        async with running(relay):
-            received = await read_topic(stack.kafka_bootstrap_servers, there, count=3)
-            assert sorted(record.value for record in received) == [
-                b"backlog-1",
-                b"backlog-2",
-                b"backlog-3",
-            ]
-
-            async def unpublished_are(count: int) -> bool:
-                return await unpublished(scratch_outbox) == count
-
-            assert await poll_until(lambda: unpublished_are(2 * BATCH), timeout_s=10)
-            # Left in the outbox, not dropped: published once the topic is back.
-            await topics.create("gone", name=gone)
-            assert await poll_until(lambda: unpublished_are(0), timeout_s=20)
-            found = await read_topic(stack.kafka_bootstrap_servers, gone, count=2 * BATCH)
-            assert len(found) == 2 * BATCH
-    finally:
-        await producer.stop()
+    async with running(relay_for(scratch_outbox, kafka_producer, sweep_interval_s=0.2)):
+        received = await read_topic(stack.kafka_bootstrap_servers, there, count=3)
+        assert sorted(record.value for record in received) == [
+            b"backlog-1",
+            b"backlog-2",
+            b"backlog-3",
+        ]
+        assert await poll_until(unpublished_are(scratch_outbox, 2 * BATCH), timeout_s=10)
+        # Left in the outbox, not dropped: published once the topic is back.
+        await topics.create("gone", name=gone)
+        assert await poll_until(unpublished_are(scratch_outbox, 0), timeout_s=20)
+        found = await read_topic(stack.kafka_bootstrap_servers, gone, count=2 * BATCH)
+        assert len(found) == 2 * BATCH
 
 
 async def test_events_for_a_topic_deleted_after_use_do_not_hold_up_the_others(
     stack: StackInfo,
     scratch_outbox: AsyncEngine,
     topics: TopicFactory,
+    kafka_producer: Producer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(outbox_relay, "SWEEP_ACK_TIMEOUT_S", 1.0)
     doomed = await topics.create("doomed")
     there = await topics.create("relay")
-    settings = CommonSettings(kafka_bootstrap_servers=stack.kafka_bootstrap_servers)
-    producer = create_producer(settings, client_id="test")
-    relay = relay_for(scratch_outbox, producer, sweep_interval_s=0.2)
-
-    async def unpublished_are(count: int) -> bool:
-        return await unpublished(scratch_outbox) == count
-
-    try:
-        async with running(relay):
-            await add_backlog(scratch_outbox, 1, topic=doomed)
-            assert await poll_until(lambda: unpublished_are(0), timeout_s=10)  # doomed is seen
-            await topics.delete(doomed)
-            await add_backlog(scratch_outbox, 2 * BATCH, topic=doomed, minutes_ago=2)
-            await add_backlog(scratch_outbox, 3, topic=there)
-            received = await read_topic(stack.kafka_bootstrap_servers, there, count=3)
-            assert len(received) == 3
-            assert await poll_until(lambda: unpublished_are(2 * BATCH), timeout_s=10)
-    finally:
-        await producer.stop()
+    async with running(relay_for(scratch_outbox, kafka_producer, sweep_interval_s=0.2)):
+        await add_backlog(scratch_outbox, 1, topic=doomed)
+        assert await poll_until(unpublished_are(scratch_outbox, 0), timeout_s=10)  # seen
+        await topics.delete(doomed)
+        await add_backlog(scratch_outbox, 2 * BATCH, topic=doomed, minutes_ago=2)
+        await add_backlog(scratch_outbox, 3, topic=there)
+        received = await read_topic(stack.kafka_bootstrap_servers, there, count=3)
+        assert len(received) == 3
+        assert await poll_until(unpublished_are(scratch_outbox, 2 * BATCH), timeout_s=10)

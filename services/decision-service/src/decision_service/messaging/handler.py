@@ -68,14 +68,16 @@ class DecisionHandler:
                 outcome = await record_decisions(
                     session, consumer=self._consumer_name, decisions=[d for _, _, d in parsed]
                 )
+        # Told apart by identity: a batch may hold several reports for one application.
         applied = {id(decision) for decision in outcome.applied}
+        contradicted = {id(decision) for decision in outcome.contradicted}
         for index, event, decision in parsed:
             if decision.application_id in outcome.unknown_applications:
                 failures[index] = UnknownApplicationError(
                     f"application {decision.application_id} does not exist"
                 )
                 continue
-            if any(decision is other for other in outcome.contradicted):
+            if id(decision) in contradicted:
                 failures[index] = InconsistentEventError(
                     f"the report's amounts are not those of application {decision.application_id}"
                 )

@@ -224,17 +224,17 @@ class OutboxRelay:
         topic that is gone would stop the sweep for good."""
         unknown = {message.topic for message in messages} - self._topics_seen
         if unknown:
-            existing = await self._producer.topics()
-            for topic in unknown - existing:
+            found = unknown & await self._producer.topics()
+            for topic in unknown - found:
                 self._topics_missing[topic] = time.monotonic()
                 log.error(
                     "outbox events name a topic kafka does not have; they stay unpublished",
                     topic=topic,
                     retry_in_s=MISSING_TOPIC_RECHECK_S,
                 )
-            for topic in unknown & existing:
+            for topic in found:
                 self._topics_missing.pop(topic, None)
-            self._topics_seen |= unknown & existing
+            self._topics_seen |= found
         return [message for message in messages if message.topic in self._topics_seen]
 
     async def _send(self, messages: Sequence[OutboxMessage]) -> None:
