@@ -2,9 +2,13 @@
 
 import pybreaker
 import pytest
+from aiokafka.structs import ConsumerRecord
 
 from decision_service.messaging.breaker import create_breaker, guarded
-from prequal_shared.errors import RetryLaterError, UnknownApplicationError
+from decision_service.messaging.handler import DecisionHandler
+from prequal_shared.config import CommonSettings
+from prequal_shared.db import create_engine, create_session_factory
+from prequal_shared.errors import PoisonMessageError, RetryLaterError, UnknownApplicationError
 
 
 def fail_with(breaker: pybreaker.CircuitBreaker, error: Exception) -> None:
@@ -28,3 +32,39 @@ def test_consecutive_database_failures_open_it() -> None:
         fail_with(breaker, ConnectionRefusedError())
     assert breaker.current_state == pybreaker.STATE_OPEN
     assert 0 < tripped.value.retry_after <= 60
+
+
+@pytest.mark.parametrize("state", ["half_open", "open"])
+async def test_a_batch_of_poison_alone_neither_closes_nor_waits_for_the_circuit(
+    state: str,
+) -> None:
+    breaker = create_breaker(fail_max=1, reset_timeout_s=60)
+    getattr(breaker, state)()
+    # No PostgreSQL at this address: the handler must not need one for such a batch.
+    engine = create_engine(
+        CommonSettings(database_url="postgresql+asyncpg://nobody@127.0.0.1:9/none"),
+        application_name="breaker-test",
+    )
+    handler = DecisionHandler(
+        sessions=create_session_factory(engine),
+        breaker=breaker,
+        consumer_name="breaker-test",
+    )
+    poison = ConsumerRecord(
+        topic="credit_reports_generated",
+        partition=0,
+        offset=0,
+        timestamp=0,
+        timestamp_type=0,
+        key=b"k",
+        value=b"not json",
+        checksum=None,
+        serialized_key_size=1,
+        serialized_value_size=8,
+        headers=[],
+    )
+    failures = await handler([poison, poison])
+    assert sorted(failures) == [0, 1]
+    assert all(isinstance(error, PoisonMessageError) for error in failures.values())
+    assert breaker.current_state == getattr(pybreaker, f"STATE_{state.upper()}")
+    await engine.dispose()

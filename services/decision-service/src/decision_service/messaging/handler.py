@@ -63,6 +63,11 @@ class DecisionHandler:
                     ),
                 )
             )
+        if not parsed:
+            # Nothing to ask the database: the breaker must not count this as a call that
+            # succeeded (it would close a half-open circuit while PostgreSQL is still down),
+            # nor refuse it while open (poison goes to the DLQ, whatever the database's state).
+            return failures
         with guarded(self._breaker):
             async with self._sessions.begin() as session:
                 outcome = await record_decisions(
