@@ -7,7 +7,12 @@ from prequal_shared.config import ConsumerSettings
 
 class DecisionSettings(ConsumerSettings):
     decision_consumer_group: str = Field(
-        default="decision-service", description="Kafka consumer group of the decision service."
+        default="decision-service",
+        min_length=1,
+        # Also the name under which applied events are recorded (`processed_events.consumer`,
+        # 64 characters): a longer one failed every insert, and every report went to the DLQ.
+        max_length=64,
+        description="Kafka consumer group of the decision service (1 to 64 characters).",
     )
     decision_ops_port: int = Field(
         default=8102,
