@@ -1,10 +1,13 @@
 """The engine every service uses, on the real database."""
 
+import asyncio
+import time
+
 import pytest
 from sqlalchemy import make_url, text
 from sqlalchemy.exc import DBAPIError
 
-from prequal_devstack.testing import StackInfo
+from prequal_devstack.testing import StackInfo, fetch_application, insert_application
 from prequal_shared.config import CommonSettings
 from prequal_shared.db import create_engine
 from prequal_shared.errors import is_transient
@@ -66,3 +69,40 @@ async def test_database_faults_are_classed_by_what_fixes_them(
     finally:
         await engine.dispose()
     assert is_transient(caught.value) is transient, case
+
+
+async def test_a_transaction_whose_client_went_quiet_releases_its_locks(stack: StackInfo) -> None:
+    """A process that dies (or loses its link) mid-transaction leaves its session idle on the
+    server, holding its row locks: until TCP keepalive gave up, about two hours, everyone who
+    needed those rows waited, and their statements timed out."""
+    quiet = create_engine(
+        CommonSettings(database_url=stack.database_url, db_idle_in_transaction_timeout_s=1),
+        application_name="test-db-quiet",
+    )
+    other = create_engine(
+        CommonSettings(database_url=stack.database_url), application_name="test-db-other"
+    )
+    lock_row = text("UPDATE applications SET status = 'MANUAL_REVIEW' WHERE id = :id")
+    try:
+        application_id = await insert_application(other)
+        async with quiet.connect() as abandoned:
+            await abandoned.begin()
+            await abandoned.execute(lock_row, {"id": application_id})
+            # From here it sends nothing more, as if its host had died.
+            started = time.monotonic()
+            async with other.begin() as conn:
+                await conn.execute(
+                    text("UPDATE applications SET cibil_score = 700 WHERE id = :id"),
+                    {"id": application_id},
+                )
+            waited = time.monotonic() - started
+            await asyncio.sleep(0.1)
+            with pytest.raises(DBAPIError) as ended:
+                await abandoned.execute(text("SELECT 1"))
+            assert is_transient(ended.value)
+        row = await fetch_application(other, application_id)
+    finally:
+        await quiet.dispose()
+        await other.dispose()
+    assert 0.5 < waited < 3  # the server ended the quiet session after 1 s; no statement timeout
+    assert (row.status, row.cibil_score) == ("PENDING", 700)  # its update was rolled back

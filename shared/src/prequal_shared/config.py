@@ -36,6 +36,15 @@ class CommonSettings(BaseSettings):
     db_statement_timeout_ms: int = Field(
         default=5000, ge=100, description="Server-side timeout for any one statement."
     )
+    db_idle_in_transaction_timeout_s: float = Field(
+        default=60.0,
+        ge=1,
+        description=(
+            "PostgreSQL ends a session left idle inside a transaction this long (a process that"
+            " died or lost its link mid-transaction), releasing its locks; longer than the"
+            " outbox sweep waits for Kafka inside one (15 s)."
+        ),
+    )
 
     kafka_bootstrap_servers: str = Field(
         default=DEFAULT_KAFKA_BOOTSTRAP_SERVERS,

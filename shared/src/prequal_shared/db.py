@@ -44,6 +44,12 @@ def create_engine(
             "server_settings": {
                 "application_name": application_name,
                 "statement_timeout": str(settings.db_statement_timeout_ms),
+                # Without it, the locks of a transaction whose client vanished (its host died,
+                # or the link dropped without a reset) were held until TCP keepalive gave up,
+                # about two hours: every consumer that then needed those rows waited on them.
+                "idle_in_transaction_session_timeout": str(
+                    round(settings.db_idle_in_transaction_timeout_s * 1000)
+                ),
             },
         },
     )
