@@ -5,7 +5,8 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Sequence
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaTimeoutError
 
 from prequal_devstack.testing import (
@@ -153,6 +154,31 @@ async def test_poison_goes_to_the_dlq_with_context_and_the_next_message_is_proce
     assert header(dead.headers, "dlq_source_topic") == source
     assert header(dead.headers, "dlq_source_partition") == "0"
     assert header(dead.headers, "dlq_source_offset") == "1"
+
+
+@pytest.mark.parametrize("codec", ["gzip", "lz4", "snappy", "zstd"])
+async def test_batches_compressed_by_another_producer_are_handled(
+    stack: StackInfo, topics: TopicFactory, codec: str
+) -> None:
+    """Our producers do not compress, but a producer elsewhere, or a topic's
+    `compression.type`, may. Without the codec the batch could not be read at all: the
+    fetch failed again and again, and the partition stood still."""
+    source, dlq = await topics.create("source"), await topics.create("dlq")
+    values = [f"{codec}-{i}".encode() * 20 for i in range(3)]
+    producer = AIOKafkaProducer(
+        bootstrap_servers=stack.kafka_bootstrap_servers, compression_type=codec, linger_ms=50
+    )
+    await producer.start()
+    try:
+        await asyncio.gather(*[await producer.send(source, value) for value in values])
+    finally:
+        await producer.stop()
+    handler = ScriptedHandler({})
+
+    committed = await run_loop(stack, source, dlq, handler, until=3)
+
+    assert handler.handled == values
+    assert committed == 3
 
 
 async def test_transient_failures_are_retried_in_order_and_never_dead_lettered(
