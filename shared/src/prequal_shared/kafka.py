@@ -276,7 +276,10 @@ class DeadLetterPublisher:
         ]
         try:
             await self._producer.send_and_wait(
-                self._topic, value=record.value, key=record.key, headers=[*original, *ours]
+                self._topic,
+                value=record.value,
+                key=_some_key(record, record.value),
+                headers=[*original, *ours],
             )
         except (MessageSizeTooLargeError, RecordListTooLargeError):
             # A message near Kafka's size limit, plus these headers, is over it: retried, it
@@ -286,5 +289,14 @@ class DeadLetterPublisher:
             size = len(record.value or b"") + sum(len(v or b"") for _, v in original)
             omitted = (DLQ_VALUE_OMITTED, f"value and headers, {size} bytes: too large".encode())
             await self._producer.send_and_wait(
-                self._topic, value=None, key=record.key, headers=[*ours, omitted]
+                self._topic, value=None, key=_some_key(record, None), headers=[*ours, omitted]
             )
+
+
+def _some_key(record: ConsumerRecord[bytes, bytes], value: bytes | None) -> bytes | None:
+    """The record's key, unless neither key nor value would be sent: aiokafka refuses such a
+    message, and the failed publish, retried for ever, held the partition. Then the key names
+    where the message came from."""
+    if record.key is None and value is None:
+        return f"{record.topic}:{record.partition}:{record.offset}".encode()
+    return record.key
