@@ -297,6 +297,7 @@ def _some_key(record: ConsumerRecord[bytes, bytes], value: bytes | None) -> byte
     """The record's key, unless neither key nor value would be sent: aiokafka refuses such a
     message, and the failed publish, retried for ever, held the partition. Then the key names
     where the message came from."""
-    if record.key is None and value is None:
+    key: bytes | None = record.key
+    if key is None and value is None:
         return f"{record.topic}:{record.partition}:{record.offset}".encode()
-    return record.key
+    return key
