@@ -1,3 +1,5 @@
+import asyncio
+
 import asyncpg
 import pytest
 from aiokafka.errors import KafkaConnectionError
@@ -67,3 +69,25 @@ def test_a_permanent_error_stays_permanent_whatever_it_wraps() -> None:
     error = PoisonMessageError("unparseable")
     error.__cause__ = ConnectionResetError()
     assert is_transient(error) is False
+
+
+def cancelled_while_handling(error: BaseException) -> asyncio.CancelledError:
+    """A task cancelled while it cleans up after `error` (a rollback, a producer's stop)."""
+    try:
+        raise error
+    except BaseException:
+        try:
+            raise asyncio.CancelledError
+        except asyncio.CancelledError as cancelled:
+            return cancelled
+
+
+@pytest.mark.parametrize(
+    "error", [ConnectionResetError(), wrapped(asyncpg.exceptions.AdminShutdownError("bye"))]
+)
+def test_a_cancellation_is_never_retried_whatever_it_interrupted(error: BaseException) -> None:
+    """The retry loop retried a stop's cancellation while it cleaned up after a transient
+    failure (found by its `__context__`), for the whole retry budget."""
+    cancelled = cancelled_while_handling(error)
+    assert cancelled.__context__ is error
+    assert is_transient(cancelled) is False

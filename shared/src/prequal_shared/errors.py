@@ -96,7 +96,10 @@ def is_transient(exc: BaseException) -> bool:
     SQLAlchemy wraps asyncpg's errors in adapter classes, so the whole chain is inspected:
     `the database system is shutting down` arrives as a plain `DBAPIError`.
     """
-    if isinstance(exc, PermanentError):
+    if isinstance(exc, PermanentError) or not isinstance(exc, Exception):
+        # Not an `Exception`: a cancellation (a stop), KeyboardInterrupt, SystemExit. Found
+        # transient by what it interrupted (its `__context__`), a stop's cancellation was
+        # retried for the whole retry budget.
         return False
     for current in _chain(exc):
         if isinstance(current, _TRANSIENT_TYPES):
