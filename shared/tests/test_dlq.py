@@ -1,8 +1,13 @@
 """Replaying dead letters, on the real broker."""
 
+import asyncio
+import os
+import subprocess
+import sys
+
 import pytest
 
-from prequal_devstack.testing import StackInfo, TopicFactory, read_topic
+from prequal_devstack.testing import StackInfo, TopicFactory, produce, read_topic
 from prequal_shared.config import CommonSettings
 from prequal_shared.dlq import DeadLetter, replay
 from prequal_shared.kafka import DLQ_SOURCE_TOPIC, DLQ_VALUE_OMITTED
@@ -31,3 +36,46 @@ async def test_only_a_letter_with_its_value_is_replayed(
     assert done == ([letter] if replayed else [])
     sent = await read_topic(stack.kafka_bootstrap_servers, source, count=1, timeout_s=3)
     assert [r.value for r in sent] == ([value] if replayed else [])
+
+
+def replay_all(stack: StackInfo, dlq: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "prequal_shared.dlq_cli", "replay", "--all"],
+        env={
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": stack.kafka_bootstrap_servers,
+            "TOPIC_DLQ": dlq,
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+
+
+async def test_replay_all_sends_each_letter_once_across_runs(
+    stack: StackInfo, topics: TopicFactory
+) -> None:
+    """`--all` replayed the whole DLQ every time: what was replayed before went again, and
+    a message still failing came back each time beside the letter it came from, so every run
+    doubled them."""
+    source, dlq = await topics.create("source"), await topics.create("dlq")
+
+    def letter(value: bytes) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+        return (b"k", value, [(DLQ_SOURCE_TOPIC, source.encode())])
+
+    await produce(stack.kafka_bootstrap_servers, dlq, letter(b"m1"), letter(b"m2"))
+    first = await asyncio.to_thread(replay_all, stack, dlq)
+    assert first.stdout.splitlines() == [f"replayed 0:0 -> {source}", f"replayed 0:1 -> {source}"]
+    # One of them failed again and is back in the DLQ.
+    await produce(stack.kafka_bootstrap_servers, dlq, letter(b"m2"))
+    second = await asyncio.to_thread(replay_all, stack, dlq)
+    assert second.stdout.splitlines() == [f"replayed 0:2 -> {source}"]
+    third = await asyncio.to_thread(replay_all, stack, dlq)
+    assert third.stdout == ""
+    assert "0 message(s) replayed" in third.stderr
+
+    sent = await read_topic(stack.kafka_bootstrap_servers, source, count=3)
+    assert [record.value for record in sent] == [b"m1", b"m2", b"m2"]
+    everything = await read_topic(stack.kafka_bootstrap_servers, source, count=4, timeout_s=2)
+    assert len(everything) == 3

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -26,6 +28,8 @@ from prequal_shared.kafka import (
 )
 
 REPLAYED_FROM = "dlq_replayed_from"
+REPLAY_GROUP = "prequal-dlq-replay"
+"""The consumer group in which `replay --all` keeps its place in the DLQ."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,12 @@ class DeadLetter:
 
     def meta(self, name: str) -> str | None:
         return header(self.headers, name)
+
+    @property
+    def position(self) -> tuple[int, int]:
+        """(partition, offset) in the DLQ topic."""
+        partition, offset = self.id.split(":")
+        return int(partition), int(offset)
 
     @property
     def error(self) -> str:
@@ -76,25 +86,45 @@ class DeadLetter:
         return [(k, v) for k, v in self.headers if k not in DLQ_HEADERS and k != REPLAYED_FROM]
 
 
-async def read_dead_letters(settings: CommonSettings) -> list[DeadLetter]:
-    """Everything in the DLQ, oldest first, read without joining a consumer group."""
-    consumer = AIOKafkaConsumer(
+def _dlq_reader(settings: CommonSettings, *, group: str | None) -> AIOKafkaConsumer:
+    """A consumer of the DLQ that is assigned its partitions, never subscribed: it joins no
+    group's rebalances, and with `group` it only reads and commits that group's offsets."""
+    return AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
-        group_id=None,
+        group_id=group,
         enable_auto_commit=False,
         **security_options(settings),
     )
+
+
+async def _assign_dlq(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    partitions = consumer.partitions_for_topic(topic)
+    if partitions is None:
+        await consumer._client.force_metadata_update()
+        partitions = consumer.partitions_for_topic(topic) or set()
+    tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+    if tps:
+        consumer.assign(tps)
+    return tps
+
+
+async def read_dead_letters(
+    settings: CommonSettings, *, after_group: str | None = None
+) -> list[DeadLetter]:
+    """Everything in the DLQ, oldest first; with `after_group`, only what comes after the
+    offsets that consumer group committed (what `replay --all` has not replayed yet)."""
+    consumer = _dlq_reader(settings, group=after_group)
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(settings.topic_dlq)
-        if partitions is None:
-            await consumer._client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(settings.topic_dlq) or set()
-        tps = [TopicPartition(settings.topic_dlq, p) for p in sorted(partitions)]
+        tps = await _assign_dlq(consumer, settings.topic_dlq)
         if not tps:
             return []
-        consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
+        if after_group is not None:
+            for tp in tps:
+                committed = await consumer.committed(tp)
+                if committed is not None:
+                    consumer.seek(tp, committed)
         ends = await consumer.end_offsets(tps)
         letters: list[DeadLetter] = []
 
@@ -124,23 +154,41 @@ async def read_dead_letters(settings: CommonSettings) -> list[DeadLetter]:
         await stop_consumer(consumer)
 
 
-async def replay(settings: CommonSettings, letters: list[DeadLetter]) -> list[DeadLetter]:
-    """Send each message back to its source topic, as it was. Safe to repeat: the consumers
-    recognise events they have already applied by event id."""
+async def replay(
+    settings: CommonSettings,
+    letters: list[DeadLetter],
+    *,
+    done_in_group: str | None = None,
+    on_replayed: Callable[[DeadLetter], None] = lambda _: None,
+) -> list[DeadLetter]:
+    """Send each message back to its source topic, as it was (`on_replayed` hears of each as
+    it is acknowledged). Safe to repeat: the consumers recognise events they have already
+    applied by event id. With `done_in_group`, each letter passed (replayed, or one that
+    cannot be) is committed in that consumer group, so `read_dead_letters(after_group=...)`
+    does not return it again; the letters must then be in offset order within each partition.
+    """
     producer = create_producer(settings, client_id="prequal-dlq")
-    await producer.start()
+    marker = None if done_in_group is None else _dlq_reader(settings, group=done_in_group)
     replayed: list[DeadLetter] = []
-    try:
+    async with contextlib.AsyncExitStack() as resources:
+        await producer.start()
+        resources.push_async_callback(producer.stop)
+        if marker is not None:
+            await marker.start()
+            resources.push_async_callback(stop_consumer, marker)
+            await _assign_dlq(marker, settings.topic_dlq)
         for letter in letters:
-            if not letter.source_topic or letter.meta(DLQ_VALUE_OMITTED):
-                continue  # nothing to send back (its value stayed at the source offset)
-            await producer.send_and_wait(
-                letter.source_topic,
-                value=letter.value,
-                key=letter.key,
-                headers=[*letter.original_headers(), (REPLAYED_FROM, letter.id.encode())],
-            )
-            replayed.append(letter)
-    finally:
-        await producer.stop()
+            if letter.source_topic and not letter.meta(DLQ_VALUE_OMITTED):
+                await producer.send_and_wait(
+                    letter.source_topic,
+                    value=letter.value,
+                    key=letter.key,
+                    headers=[*letter.original_headers(), (REPLAYED_FROM, letter.id.encode())],
+                )
+                replayed.append(letter)
+                on_replayed(letter)
+            # else nothing to send back (its value stayed at the source offset)
+            if marker is not None:
+                partition, offset = letter.position
+                await marker.commit({TopicPartition(settings.topic_dlq, partition): offset + 1})
     return replayed

@@ -10,7 +10,7 @@ import sys
 import click
 
 from prequal_shared.config import CommonSettings, load_settings
-from prequal_shared.dlq import DeadLetter, read_dead_letters, replay
+from prequal_shared.dlq import REPLAY_GROUP, DeadLetter, read_dead_letters, replay
 from prequal_shared.domain import redact_pans
 
 
@@ -91,16 +91,39 @@ def show(message_id: str, unmasked: bool) -> None:
 
 @main.command("replay", help="Send messages back to their source topic (IDs, or --all).")
 @click.argument("message_ids", nargs=-1)
-@click.option("--all", "replay_all", is_flag=True, help="Every message in the DLQ.")
+@click.option(
+    "--all",
+    "replay_all",
+    is_flag=True,
+    help=f"Every message no earlier --all replayed (consumer group {REPLAY_GROUP}).",
+)
 def replay_(message_ids: tuple[str, ...], replay_all: bool) -> None:
     if bool(message_ids) == replay_all:
         raise click.UsageError("give message IDs or --all (not both)")
     settings = _settings()
-    letters = asyncio.run(read_dead_letters(settings))
-    chosen = letters if replay_all else _find(letters, message_ids)
-    done = asyncio.run(replay(settings, chosen))
-    for letter in done:
+    if replay_all:
+        letters = asyncio.run(read_dead_letters(settings, after_group=REPLAY_GROUP))
+        chosen = sorted(letters, key=lambda letter: letter.position)
+    else:
+        chosen = _find(asyncio.run(read_dead_letters(settings)), message_ids)
+
+    def replayed(letter: DeadLetter) -> None:
         click.echo(f"replayed {letter.id} -> {letter.source_topic}")
+
+    try:
+        done = asyncio.run(
+            replay(
+                settings,
+                chosen,
+                done_in_group=REPLAY_GROUP if replay_all else None,
+                on_replayed=replayed,
+            )
+        )
+    except Exception as exc:
+        raise click.ClickException(
+            f"replay stopped: {exc!r}; the messages listed above were replayed"
+            + (", and the next --all starts after them" if replay_all else "")
+        ) from exc
     for letter in chosen:
         if letter not in done:
             click.echo(f"not replayed {letter.id}: no value or no source in its headers", err=True)
