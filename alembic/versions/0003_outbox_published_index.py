@@ -27,6 +27,11 @@ def upgrade() -> None:
     # every submission, for as long as the build takes on a large table. It cannot run in a
     # transaction, hence the autocommit block.
     with op.get_context().autocommit_block():
+        # A concurrent build that failed (cancelled, a deadlock) leaves an INVALID index of
+        # this name, and the upgrade, run again, would stop at "already exists": drop it first.
+        op.drop_index(
+            "ix_outbox_published", table_name="outbox", postgresql_concurrently=True, if_exists=True
+        )
         op.create_index(
             "ix_outbox_published",
             "outbox",

@@ -23,6 +23,13 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     # CONCURRENTLY, as in 0003: a plain CREATE INDEX would block every decision while it builds.
     with op.get_context().autocommit_block():
+        # As in 0003: what a failed concurrent build left behind is dropped first.
+        op.drop_index(
+            "ix_processed_events_consumer_processed_at",
+            table_name="processed_events",
+            postgresql_concurrently=True,
+            if_exists=True,
+        )
         op.create_index(
             "ix_processed_events_consumer_processed_at",
             "processed_events",

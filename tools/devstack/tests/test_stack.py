@@ -1,14 +1,18 @@
 """Smoke tests proving the local stack is real: broker, consumer groups, migrations, CLI."""
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy.engine import make_url
 
@@ -71,14 +75,70 @@ def alembic(database_url: str, *args: str) -> None:
     )
 
 
-async def test_migrations_create_the_schema_and_downgrade_removes_it(stack: StackInfo) -> None:
+@contextlib.asynccontextmanager
+async def scratch_database(stack: StackInfo) -> AsyncIterator[tuple[str, str, dict[str, Any]]]:
+    """A throw-away database on the stack's server: its name, URL and asyncpg connect kwargs."""
     url = make_url(stack.database_url)
     name = f"migtest_{uuid.uuid4().hex[:8]}"
     server = {"host": url.host, "port": url.port, "user": url.username, "password": url.password}
     admin = await asyncpg.connect(database=url.database, **server)
     await admin.execute(f'CREATE DATABASE "{name}"')
-    scratch_url = url.set(database=name).render_as_string(hide_password=False)
     try:
+        yield name, url.set(database=name).render_as_string(hide_password=False), server
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@pytest.mark.parametrize(
+    ("before", "rows", "index", "table"),
+    [
+        (
+            "0002",
+            "INSERT INTO outbox (event_id, topic, message_key, payload, headers) VALUES"
+            " (gen_random_uuid(), 't', 'k', 'p', '{}'), (gen_random_uuid(), 't', 'k', 'p', '{}')",
+            "ix_outbox_published",
+            "outbox (topic)",
+        ),
+        (
+            "0003",
+            "INSERT INTO processed_events (consumer, event_id) VALUES"
+            " ('c', gen_random_uuid()), ('c', gen_random_uuid())",
+            "ix_processed_events_consumer_processed_at",
+            "processed_events (consumer)",
+        ),
+    ],
+)
+async def test_a_migration_whose_concurrent_index_build_failed_can_be_run_again(
+    stack: StackInfo, before: str, rows: str, index: str, table: str
+) -> None:
+    """A `CREATE INDEX CONCURRENTLY` that fails (cancelled, a deadlock, a unique violation)
+    leaves an INVALID index behind under its name, and the migration, run again, stopped at
+    "already exists"."""
+    async with scratch_database(stack) as (name, scratch_url, server):
+        await asyncio.to_thread(alembic, scratch_url, "upgrade", before)
+        conn = await asyncpg.connect(database=name, **server)
+        try:
+            await conn.execute(rows)
+            # A build of that name that failed half-way: its index stays, marked invalid.
+            with pytest.raises(asyncpg.UniqueViolationError):
+                await conn.execute(f"CREATE UNIQUE INDEX CONCURRENTLY {index} ON {table}")
+            await asyncio.to_thread(alembic, scratch_url, "upgrade", "head")
+            await asyncio.to_thread(alembic, scratch_url, "check")
+            valid = await conn.fetch(
+                "SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+                " WHERE c.relname IN ('ix_outbox_published', 'ix_processed_events_consumer_processed_at')"
+            )
+        finally:
+            await conn.close()
+    assert sorted(tuple(row) for row in valid) == [
+        ("ix_outbox_published", True),
+        ("ix_processed_events_consumer_processed_at", True),
+    ]
+
+
+async def test_migrations_create_the_schema_and_downgrade_removes_it(stack: StackInfo) -> None:
+    async with scratch_database(stack) as (name, scratch_url, server):
         await asyncio.to_thread(alembic, scratch_url, "upgrade", "head")
         # The models (what the code queries) and the migrations (what exists) agree: autogenerate
         # finds nothing to add, drop or alter, e.g. an index declared on only one side.
@@ -154,9 +214,6 @@ async def test_migrations_create_the_schema_and_downgrade_removes_it(stack: Stac
             await conn.close()
         assert left == {"alembic_version"}
         assert functions == 0
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 async def test_killing_kafka_and_starting_it_again_loses_nothing(owned_stack: StackInfo) -> None:
