@@ -5,16 +5,17 @@ from decimal import Decimal
 
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from decision_service.persistence.repository import (
     BatchOutcome,
     PendingDecision,
     record_decisions,
 )
-from prequal_devstack.testing import fetch_application, insert_application
+from prequal_devstack.testing import StackInfo, fetch_application, insert_application
 from prequal_shared.db import create_session_factory
 from prequal_shared.domain import ApplicationStatus
+from prequal_shared.errors import TransientError
 from prequal_shared.models import Decision, ProcessedEvent
 
 P, R = ApplicationStatus.PRE_APPROVED, ApplicationStatus.REJECTED
@@ -120,6 +121,22 @@ async def test_a_mixed_batch_in_one_transaction(engine: AsyncEngine) -> None:
             .where(ProcessedEvent.event_id == unknown_event.event_id)
         )
     assert seen == 0  # so a replay after the cause is fixed is applied
+
+
+async def test_an_application_a_read_only_database_does_not_show_is_not_called_unknown(
+    stack: StackInfo,
+) -> None:
+    """On a standby, connected to during a failover, an application may not be replayed yet:
+    its report must wait, not go to the DLQ as naming an unknown application."""
+    read_only = create_async_engine(
+        stack.database_url,
+        connect_args={"server_settings": {"default_transaction_read_only": "on"}},
+    )
+    try:
+        with pytest.raises(TransientError):
+            await record(read_only, decision(uuid.uuid4(), R, 610))
+    finally:
+        await read_only.dispose()
 
 
 async def test_an_empty_batch_does_nothing(engine: AsyncEngine) -> None:

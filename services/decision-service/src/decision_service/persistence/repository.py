@@ -16,6 +16,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, INTEGER, UUID, VARCHAR
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from prequal_shared.domain import ApplicationStatus
+from prequal_shared.errors import TransientError
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +77,9 @@ _AUDIT = text(
 )
 
 
+_READ_ONLY = text("SELECT current_setting('transaction_read_only') = 'on'")
+
+
 async def record_decisions(
     session: AsyncSession, *, consumer: str, decisions: Sequence[PendingDecision]
 ) -> BatchOutcome:
@@ -89,6 +93,11 @@ async def record_decisions(
         for row in await session.execute(_KNOWN, {"ids": requested})
     }
     outcome.unknown_applications = set(requested) - stored.keys()
+    if outcome.unknown_applications and await session.scalar(_READ_ONLY):
+        # A standby (connected to during a failover) may not have replayed the application
+        # yet: "unknown" there is not an answer, and those reports went to the DLQ.
+        msg = "the database is read-only (a standby?): cannot tell if the applications exist"
+        raise TransientError(msg)
     candidates: list[PendingDecision] = []
     for d in decisions:
         if d.application_id not in stored:
