@@ -6,36 +6,63 @@ import subprocess
 import sys
 
 import pytest
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
 from prequal_devstack.testing import StackInfo, TopicFactory, produce, read_topic
 from prequal_shared.config import CommonSettings
 from prequal_shared.dlq import DeadLetter, replay
-from prequal_shared.kafka import DLQ_SOURCE_TOPIC, DLQ_VALUE_OMITTED
+from prequal_shared.kafka import (
+    DLQ_SOURCE_OFFSET,
+    DLQ_SOURCE_PARTITION,
+    DLQ_SOURCE_TOPIC,
+    DLQ_VALUE_OMITTED,
+    source_key,
+)
 
 
 @pytest.mark.parametrize(
-    ("value", "omitted", "replayed"),
+    ("value", "key", "omitted", "replayed"),
     [
-        (b"m1", False, True),
+        (b"m1", b"k", False, True),
+        (None, b"k", False, True),  # a tombstone goes back as it came
         # Too large for the DLQ: dead-lettered without its value, which is still at the source.
-        (None, True, False),
+        (None, b"k", True, False),
+        # It had neither key nor value: its key in the DLQ was made up, and Kafka's client
+        # cannot send it back without one.
+        (None, None, False, False),
     ],
 )
-async def test_only_a_letter_with_its_value_is_replayed(
-    stack: StackInfo, topics: TopicFactory, value: bytes | None, omitted: bool, replayed: bool
+async def test_only_a_letter_with_something_to_send_back_is_replayed(
+    stack: StackInfo,
+    topics: TopicFactory,
+    value: bytes | None,
+    key: bytes | None,
+    omitted: bool,
+    replayed: bool,
 ) -> None:
     source = await topics.create("source")
-    headers = [(DLQ_SOURCE_TOPIC, source.encode())]
+    headers = [
+        (DLQ_SOURCE_TOPIC, source.encode()),
+        (DLQ_SOURCE_PARTITION, b"0"),
+        (DLQ_SOURCE_OFFSET, b"5"),
+    ]
     if omitted:
         headers.append((DLQ_VALUE_OMITTED, b"value and headers, 1047505 bytes: too large"))
-    letter = DeadLetter(id="0:0", key=b"k", value=value, headers=headers, timestamp_ms=0)
+    letter = DeadLetter(
+        id="0:0",
+        key=key or source_key(source, 0, 5),
+        value=value,
+        headers=headers,
+        timestamp_ms=0,
+    )
     settings = CommonSettings(kafka_bootstrap_servers=stack.kafka_bootstrap_servers)
 
     done = await replay(settings, [letter])
 
     assert done == ([letter] if replayed else [])
     sent = await read_topic(stack.kafka_bootstrap_servers, source, count=1, timeout_s=3)
-    assert [r.value for r in sent] == ([value] if replayed else [])
+    assert [(r.key, r.value) for r in sent] == ([(key, value)] if replayed else [])
 
 
 def replay_all(stack: StackInfo, dlq: str) -> subprocess.CompletedProcess[str]:
@@ -79,3 +106,25 @@ async def test_replay_all_sends_each_letter_once_across_runs(
     assert [record.value for record in sent] == [b"m1", b"m2", b"m2"]
     everything = await read_topic(stack.kafka_bootstrap_servers, source, count=4, timeout_s=2)
     assert len(everything) == 3
+
+
+async def test_replay_all_resumes_at_the_oldest_letter_left_after_a_deletion(
+    stack: StackInfo, topics: TopicFactory
+) -> None:
+    """Its place (after letter 0:0) was deleted with the letters before 0:2: the next run read
+    from the end of the partition instead, and never replayed the letters still there."""
+    source, dlq = await topics.create("source"), await topics.create("dlq")
+    letter = (b"k", b"m", [(DLQ_SOURCE_TOPIC, source.encode())])
+    await produce(stack.kafka_bootstrap_servers, dlq, letter)
+    await asyncio.to_thread(replay_all, stack, dlq)
+    await produce(stack.kafka_bootstrap_servers, dlq, letter, letter, letter)
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.delete_records({TopicPartition(dlq, 0): RecordsToDelete(before_offset=2)})
+    finally:
+        await admin.close()
+
+    again = await asyncio.to_thread(replay_all, stack, dlq)
+
+    assert again.stdout.splitlines() == [f"replayed 0:2 -> {source}", f"replayed 0:3 -> {source}"]

@@ -39,6 +39,7 @@ class CommonSettings(BaseSettings):
     db_idle_in_transaction_timeout_s: float = Field(
         default=60.0,
         ge=1,
+        le=2_147_483,  # PostgreSQL's limit, in ms, is the largest 32-bit integer
         description=(
             "PostgreSQL ends a session left idle inside a transaction this long (a process that"
             " died or lost its link mid-transaction), releasing its locks; longer than the"

@@ -24,6 +24,7 @@ from prequal_shared.kafka import (
     DLQ_VALUE_OMITTED,
     create_producer,
     security_options,
+    source_key,
     stop_consumer,
 )
 
@@ -82,6 +83,21 @@ class DeadLetter:
             else datetime.fromtimestamp(self.timestamp_ms / 1000, tz=UTC)
         )
 
+    @property
+    def replayable(self) -> bool:
+        """Whether there is a message to send back: not when its value stayed at the source
+        (too large), nor when it had neither key nor value (its key is then made up)."""
+        if not self.source_topic or self.meta(DLQ_VALUE_OMITTED):
+            return False
+        if self.value is None:
+            made_up = source_key(
+                self.source_topic,
+                int(self.meta(DLQ_SOURCE_PARTITION) or -1),
+                int(self.meta(DLQ_SOURCE_OFFSET) or -1),
+            )
+            return self.key != made_up
+        return True
+
     def original_headers(self) -> list[tuple[str, bytes]]:
         return [(k, v) for k, v in self.headers if k not in DLQ_HEADERS and k != REPLAYED_FROM]
 
@@ -93,6 +109,9 @@ def _dlq_reader(settings: CommonSettings, *, group: str | None) -> AIOKafkaConsu
         bootstrap_servers=settings.kafka_bootstrap_servers,
         group_id=group,
         enable_auto_commit=False,
+        # A place committed before letters were deleted (a retention, `kafka-delete-records`)
+        # is out of range: read from the oldest letter left, not from the end (skipping all).
+        auto_offset_reset="earliest",
         **security_options(settings),
     )
 
@@ -178,17 +197,30 @@ async def replay(
             resources.push_async_callback(stop_consumer, marker)
             await _assign_dlq(marker, settings.topic_dlq)
         for letter in letters:
-            if letter.source_topic and not letter.meta(DLQ_VALUE_OMITTED):
+            topic = letter.source_topic if letter.replayable else None
+            if topic:
                 await producer.send_and_wait(
-                    letter.source_topic,
+                    topic,
                     value=letter.value,
                     key=letter.key,
                     headers=[*letter.original_headers(), (REPLAYED_FROM, letter.id.encode())],
                 )
                 replayed.append(letter)
-                on_replayed(letter)
-            # else nothing to send back (its value stayed at the source offset)
             if marker is not None:
                 partition, offset = letter.position
                 await marker.commit({TopicPartition(settings.topic_dlq, partition): offset + 1})
+            if topic:
+                on_replayed(letter)
+        if marker is not None:
+            await _renew(marker)
     return replayed
+
+
+async def _renew(marker: AIOKafkaConsumer) -> None:
+    """Commit each partition's place again. Kafka forgets an offset of a group without
+    members `offsets.retention.minutes` after it was committed (7 days by default), and a
+    partition with no new letter would otherwise not be committed by later runs."""
+    for tp in marker.assignment():
+        committed = await marker.committed(tp)
+        if committed is not None:
+            await marker.commit({tp: committed})

@@ -126,7 +126,7 @@ def replay_(message_ids: tuple[str, ...], replay_all: bool) -> None:
         ) from exc
     for letter in chosen:
         if letter not in done:
-            click.echo(f"not replayed {letter.id}: no value or no source in its headers", err=True)
+            click.echo(f"not replayed {letter.id}: nothing to send back", err=True)
     click.echo(f"{len(done)} message(s) replayed", file=sys.stderr)
 
 

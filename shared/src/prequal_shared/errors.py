@@ -51,8 +51,6 @@ _TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
     asyncpg.OperatorInterventionError,  # class 57: shutting down, cannot connect now, cancelled
     asyncpg.InterfaceError,
     asyncpg.TransactionRollbackError,  # class 40: deadlock, serialization failure
-    # 25P03: the server ended a session idle inside a transaction; its work was rolled back.
-    asyncpg.IdleInTransactionSessionTimeoutError,
     # The server cannot do the work right now, whatever the work: too many connections, a
     # full disk, out of memory (class 53), an I/O error (58), a lock timeout (55P03), or a
     # standby that is read-only during a failover (25006). Classed permanent, they sent good

@@ -299,5 +299,10 @@ def _some_key(record: ConsumerRecord[bytes, bytes], value: bytes | None) -> byte
     where the message came from."""
     key: bytes | None = record.key
     if key is None and value is None:
-        return f"{record.topic}:{record.partition}:{record.offset}".encode()
+        return source_key(record.topic, record.partition, record.offset)
     return key
+
+
+def source_key(topic: str, partition: int, offset: int) -> bytes:
+    """The key of a letter that had neither key nor value: where it came from."""
+    return f"{topic}:{partition}:{offset}".encode()
