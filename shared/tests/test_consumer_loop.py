@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator, Sequence
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaTimeoutError
+from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+from aiokafka.errors import CorruptRecordException, KafkaTimeoutError
 
 from prequal_devstack.testing import (
     StackInfo,
@@ -93,9 +94,11 @@ async def running_loop(
         yield task, consumer, stop
     finally:
         stop.set()
-        await asyncio.wait_for(task, 10)
-        await stop_consumer(consumer)
-        await producer.stop()
+        try:
+            await asyncio.wait_for(task, 10)
+        finally:
+            await stop_consumer(consumer)
+            await producer.stop()
 
 
 async def topics_with(stack: StackInfo, topics: TopicFactory, *values: bytes) -> tuple[str, str]:
@@ -462,3 +465,54 @@ async def test_a_poison_message_too_large_for_the_dlq_is_dead_lettered_without_i
     assert (
         header(dead.headers, "dlq_value_omitted") == "value and headers, 1047505 bytes: too large"
     )
+
+
+def corrupt(stack: StackInfo, topic: str, partition: int, marker: bytes) -> None:
+    """Flip a byte of `marker` in the partition's log on the broker's disk: the batch holding
+    it then fails its CRC check when a consumer reads it (Kafka serves it as it is stored)."""
+    [segment] = (stack.stack.kafka.data / f"{topic}-{partition}").glob("*.log")
+    data = segment.read_bytes()
+    with segment.open("r+b") as log:
+        log.seek(data.index(marker))
+        log.write(b"#")
+
+
+async def test_a_batch_that_cannot_be_decoded_stops_the_consumer_and_skips_nothing(
+    owned_stack: StackInfo, topics: TopicFactory
+) -> None:
+    """aiokafka decodes a fetch partition by partition: when one batch fails (its CRC here),
+    the records already taken from other partitions in that fetch are dropped, their
+    positions moved past them. Fetching on, the loop could later commit past them (once a
+    rebalance took the broken partition away): those applications were never handled."""
+    stack = owned_stack
+    source, dlq = await topics.create("source", partitions=2), await topics.create("dlq")
+    good = [f"good-{i}".encode() for i in range(5)]
+    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        for value in good:
+            await producer.send_and_wait(source, value, partition=0)
+        await producer.send_and_wait(source, b"broken-on-disk", partition=1)
+    finally:
+        await producer.stop()
+    corrupt(stack, source, 1, b"broken-on-disk")
+    group = f"test-{uuid.uuid4().hex[:8]}"
+
+    first = ScriptedHandler({})
+    with pytest.raises(CorruptRecordException):
+        async with running_loop(stack, source, dlq, first, group=group) as (task, _, _):
+            await asyncio.wait([task], timeout=20)
+
+    # The operator moves past the broken batch, and the consumer starts again from its
+    # last commits: between them, the two runs handled every good record.
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.delete_records({TopicPartition(source, 1): RecordsToDelete(before_offset=1)})
+    finally:
+        await admin.close()
+    second = ScriptedHandler({})
+    async with running_loop(stack, source, dlq, second, group=group):
+        async with asyncio.timeout(20):
+            while set(first.handled + second.handled) != set(good):  # noqa: ASYNC110
+                await asyncio.sleep(0.05)

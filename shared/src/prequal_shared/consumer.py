@@ -18,7 +18,12 @@ from typing import TypeAlias
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import IllegalStateError, KafkaError
+from aiokafka.errors import (
+    CorruptRecordException,
+    IllegalStateError,
+    KafkaError,
+    UnsupportedCodecError,
+)
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from tenacity import (
     AsyncRetrying,
@@ -90,6 +95,17 @@ class ConsumerLoop:
                 batches = await self._consumer.getmany(
                     timeout_ms=500, max_records=self._max_records
                 )
+            except (CorruptRecordException, UnsupportedCodecError) as exc:
+                # aiokafka decodes a fetch partition by partition: the records it had already
+                # taken from other partitions are dropped with this error, their positions
+                # moved past them. Fetching on, a later commit could skip them for good. End
+                # the consumer instead: restarted, it reads again from its last commits.
+                log.error(
+                    "a fetched batch cannot be decoded; stopping so that nothing is skipped"
+                    " (restart once the batch is readable, or deleted)",
+                    error=repr(exc),
+                )
+                raise
             except KafkaError as exc:
                 # The client reconnects by itself; do not spin while the broker is away.
                 log.warning("fetch failed", error=repr(exc))
