@@ -7,12 +7,12 @@ from collections.abc import AsyncIterator, Sequence
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 from aiokafka.errors import CorruptRecordException, KafkaTimeoutError
 
 from prequal_devstack.testing import (
     StackInfo,
     TopicFactory,
+    delete_records,
     produce,
     read_topic,
     start_and_wait_for_the_pipeline,
@@ -505,12 +505,7 @@ async def test_a_batch_that_cannot_be_decoded_stops_the_consumer_and_skips_nothi
 
     # The operator moves past the broken batch, and the consumer starts again from its
     # last commits: between them, the two runs handled every good record.
-    admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap_servers)
-    await admin.start()
-    try:
-        await admin.delete_records({TopicPartition(source, 1): RecordsToDelete(before_offset=1)})
-    finally:
-        await admin.close()
+    await delete_records(stack.kafka_bootstrap_servers, source, 1, before=1)
     second = ScriptedHandler({})
     async with running_loop(stack, source, dlq, second, group=group):
         async with asyncio.timeout(20):

@@ -6,10 +6,8 @@ import subprocess
 import sys
 
 import pytest
-from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
-from prequal_devstack.testing import StackInfo, TopicFactory, produce, read_topic
+from prequal_devstack.testing import StackInfo, TopicFactory, delete_records, produce, read_topic
 from prequal_shared.config import CommonSettings
 from prequal_shared.dlq import DeadLetter, replay
 from prequal_shared.kafka import (
@@ -118,12 +116,7 @@ async def test_replay_all_resumes_at_the_oldest_letter_left_after_a_deletion(
     await produce(stack.kafka_bootstrap_servers, dlq, letter)
     await asyncio.to_thread(replay_all, stack, dlq)
     await produce(stack.kafka_bootstrap_servers, dlq, letter, letter, letter)
-    admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap_servers)
-    await admin.start()
-    try:
-        await admin.delete_records({TopicPartition(dlq, 0): RecordsToDelete(before_offset=2)})
-    finally:
-        await admin.close()
+    await delete_records(stack.kafka_bootstrap_servers, dlq, 0, before=2)
 
     again = await asyncio.to_thread(replay_all, stack, dlq)
 

@@ -24,8 +24,8 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
 from aiokafka.structs import ConsumerRecord
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -205,6 +205,19 @@ async def produce(
             await producer.send_and_wait(topic, value=value, key=key, headers=headers)
     finally:
         await producer.stop()
+
+
+async def delete_records(bootstrap: str, topic: str, partition: int, *, before: int) -> None:
+    """What an operator does with `kafka-delete-records.sh`: the partition now starts at
+    offset `before`."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_records(
+            {TopicPartition(topic, partition): RecordsToDelete(before_offset=before)}
+        )
+    finally:
+        await admin.close()
 
 
 async def read_topic(
