@@ -6,7 +6,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CorruptRecordException, KafkaTimeoutError
 
 from prequal_devstack.testing import (
@@ -101,10 +101,17 @@ async def running_loop(
             await producer.stop()
 
 
-async def topics_with(stack: StackInfo, topics: TopicFactory, *values: bytes) -> tuple[str, str]:
+async def topics_with(
+    stack: StackInfo, topics: TopicFactory, *values: bytes, compression_type: str | None = None
+) -> tuple[str, str]:
     """A fresh source topic holding `values` (no keys, no headers), and a fresh DLQ topic."""
     source, dlq = await topics.create("source"), await topics.create("dlq")
-    await produce(stack.kafka_bootstrap_servers, source, *[(None, value, []) for value in values])
+    await produce(
+        stack.kafka_bootstrap_servers,
+        source,
+        *[(None, value, []) for value in values],
+        compression_type=compression_type,
+    )
     return source, dlq
 
 
@@ -166,16 +173,8 @@ async def test_batches_compressed_by_another_producer_are_handled(
     """Our producers do not compress, but a producer elsewhere, or a topic's
     `compression.type`, may. Without the codec the batch could not be read at all: the
     fetch failed again and again, and the partition stood still."""
-    source, dlq = await topics.create("source"), await topics.create("dlq")
     values = [f"{codec}-{i}".encode() * 20 for i in range(3)]
-    producer = AIOKafkaProducer(
-        bootstrap_servers=stack.kafka_bootstrap_servers, compression_type=codec, linger_ms=50
-    )
-    await producer.start()
-    try:
-        await asyncio.gather(*[await producer.send(source, value) for value in values])
-    finally:
-        await producer.stop()
+    source, dlq = await topics_with(stack, topics, *values, compression_type=codec)
     handler = ScriptedHandler({})
 
     committed = await run_loop(stack, source, dlq, handler, until=3)
@@ -487,14 +486,9 @@ async def test_a_batch_that_cannot_be_decoded_stops_the_consumer_and_skips_nothi
     stack = owned_stack
     source, dlq = await topics.create("source", partitions=2), await topics.create("dlq")
     good = [f"good-{i}".encode() for i in range(5)]
-    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap_servers, acks="all")
-    await producer.start()
-    try:
-        for value in good:
-            await producer.send_and_wait(source, value, partition=0)
-        await producer.send_and_wait(source, b"broken-on-disk", partition=1)
-    finally:
-        await producer.stop()
+    bootstrap = stack.kafka_bootstrap_servers
+    await produce(bootstrap, source, *[(None, value, []) for value in good], partition=0)
+    await produce(bootstrap, source, (None, b"broken-on-disk", []), partition=1)
     corrupt(stack, source, 1, b"broken-on-disk")
     group = f"test-{uuid.uuid4().hex[:8]}"
 
@@ -505,7 +499,7 @@ async def test_a_batch_that_cannot_be_decoded_stops_the_consumer_and_skips_nothi
 
     # The operator moves past the broken batch, and the consumer starts again from its
     # last commits: between them, the two runs handled every good record.
-    await delete_records(stack.kafka_bootstrap_servers, source, 1, before=1)
+    await delete_records(bootstrap, source, 1, before=1)
     second = ScriptedHandler({})
     async with running_loop(stack, source, dlq, second, group=group):
         async with asyncio.timeout(20):

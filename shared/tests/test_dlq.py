@@ -1,13 +1,18 @@
 """Replaying dead letters, on the real broker."""
 
 import asyncio
-import os
 import subprocess
-import sys
 
 import pytest
 
-from prequal_devstack.testing import StackInfo, TopicFactory, delete_records, produce, read_topic
+from prequal_devstack.testing import (
+    StackInfo,
+    TopicFactory,
+    delete_records,
+    produce,
+    read_topic,
+    run_dlq_cli,
+)
 from prequal_shared.config import CommonSettings
 from prequal_shared.dlq import DeadLetter, replay
 from prequal_shared.kafka import (
@@ -48,7 +53,8 @@ async def test_only_a_letter_with_something_to_send_back_is_replayed(
     if omitted:
         headers.append((DLQ_VALUE_OMITTED, b"value and headers, 1047505 bytes: too large"))
     letter = DeadLetter(
-        id="0:0",
+        partition=0,
+        offset=0,
         key=key or source_key(source, 0, 5),
         value=value,
         headers=headers,
@@ -64,18 +70,7 @@ async def test_only_a_letter_with_something_to_send_back_is_replayed(
 
 
 def replay_all(stack: StackInfo, dlq: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "prequal_shared.dlq_cli", "replay", "--all"],
-        env={
-            **os.environ,
-            "KAFKA_BOOTSTRAP_SERVERS": stack.kafka_bootstrap_servers,
-            "TOPIC_DLQ": dlq,
-        },
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
+    return run_dlq_cli(stack, "replay", "--all", dlq_topic=dlq)
 
 
 async def test_replay_all_sends_each_letter_once_across_runs(

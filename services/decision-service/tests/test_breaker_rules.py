@@ -2,10 +2,10 @@
 
 import pybreaker
 import pytest
-from aiokafka.structs import ConsumerRecord
 
 from decision_service.messaging.breaker import create_breaker, guarded
 from decision_service.messaging.handler import DecisionHandler
+from prequal_devstack.testing import raw_record
 from prequal_shared.config import CommonSettings
 from prequal_shared.db import create_engine, create_session_factory
 from prequal_shared.errors import PoisonMessageError, RetryLaterError, UnknownApplicationError
@@ -50,19 +50,7 @@ async def test_a_batch_of_poison_alone_neither_closes_nor_waits_for_the_circuit(
         breaker=breaker,
         consumer_name="breaker-test",
     )
-    poison = ConsumerRecord(
-        topic="credit_reports_generated",
-        partition=0,
-        offset=0,
-        timestamp=0,
-        timestamp_type=0,
-        key=b"k",
-        value=b"not json",
-        checksum=None,
-        serialized_key_size=1,
-        serialized_value_size=8,
-        headers=[],
-    )
+    poison = raw_record(b"k", b"not json")
     failures = await handler([poison, poison])
     assert sorted(failures) == [0, 1]
     assert all(isinstance(error, PoisonMessageError) for error in failures.values())

@@ -2,9 +2,6 @@
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import uuid
 
 from sqlalchemy import func, select
@@ -18,25 +15,13 @@ from prequal_devstack.testing import (
     poll_until,
     produce,
     report_event,
+    run_dlq_cli,
 )
 from prequal_shared.models import Decision
 
 
 def dlq(stack: StackInfo, *args: str) -> str:
-    env = {
-        **os.environ,
-        "DATABASE_URL": stack.database_url,
-        "KAFKA_BOOTSTRAP_SERVERS": stack.kafka_bootstrap_servers,
-    }
-    result = subprocess.run(
-        [sys.executable, "-m", "prequal_shared.dlq_cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    )
-    return result.stdout
+    return run_dlq_cli(stack, *args).stdout
 
 
 async def test_list_show_and_replay_after_the_cause_is_fixed(
@@ -89,13 +74,6 @@ async def test_list_show_and_replay_after_the_cause_is_fixed(
 
 
 def test_replay_of_an_unknown_id_fails_clearly(stack: StackInfo) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "prequal_shared.dlq_cli", "replay", "99:999999"],
-        env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": stack.kafka_bootstrap_servers},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_dlq_cli(stack, "replay", "99:999999", check=False)
     assert result.returncode != 0
     assert "not in the DLQ: 99:999999" in result.stderr

@@ -35,8 +35,9 @@ REPLAY_GROUP = "prequal-dlq-replay"
 
 @dataclass(frozen=True)
 class DeadLetter:
-    id: str
-    """`partition:offset` in the DLQ topic."""
+    partition: int
+    offset: int
+    """Where the letter is in the DLQ topic."""
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]]
@@ -46,10 +47,9 @@ class DeadLetter:
         return header(self.headers, name)
 
     @property
-    def position(self) -> tuple[int, int]:
-        """(partition, offset) in the DLQ topic."""
-        partition, offset = self.id.split(":")
-        return int(partition), int(offset)
+    def id(self) -> str:
+        """`partition:offset`, as `prequal-dlq` lists it and takes it."""
+        return f"{self.partition}:{self.offset}"
 
     @property
     def error(self) -> str:
@@ -159,7 +159,8 @@ async def read_dead_letters(
                 for tp, records in batches.items():
                     letters.extend(
                         DeadLetter(
-                            id=f"{tp.partition}:{r.offset}",
+                            partition=tp.partition,
+                            offset=r.offset,
                             key=r.key,
                             value=r.value,
                             headers=list(r.headers or ()),
@@ -205,11 +206,11 @@ async def replay(
                     key=letter.key,
                     headers=[*letter.original_headers(), (REPLAYED_FROM, letter.id.encode())],
                 )
-                replayed.append(letter)
             if marker is not None:
-                partition, offset = letter.position
-                await marker.commit({TopicPartition(settings.topic_dlq, partition): offset + 1})
+                place = TopicPartition(settings.topic_dlq, letter.partition)
+                await marker.commit({place: letter.offset + 1})
             if topic:
+                replayed.append(letter)
                 on_replayed(letter)
         if marker is not None:
             await _renew(marker)
@@ -217,10 +218,10 @@ async def replay(
 
 
 async def _renew(marker: AIOKafkaConsumer) -> None:
-    """Commit each partition's place again. Kafka forgets an offset of a group without
-    members `offsets.retention.minutes` after it was committed (7 days by default), and a
-    partition with no new letter would otherwise not be committed by later runs."""
-    for tp in marker.assignment():
-        committed = await marker.committed(tp)
-        if committed is not None:
-            await marker.commit({tp: committed})
+    """Commit each partition's place again, in one request. Kafka forgets an offset of a group
+    without members `offsets.retention.minutes` after it was committed (7 days by default),
+    and a partition with no new letter would otherwise not be committed by later runs."""
+    committed = {tp: await marker.committed(tp) for tp in marker.assignment()}
+    places = {tp: offset for tp, offset in committed.items() if offset is not None}
+    if places:  # none when the group has no place yet (the DLQ has always been empty)
+        await marker.commit(places)

@@ -103,7 +103,7 @@ def replay_(message_ids: tuple[str, ...], replay_all: bool) -> None:
     settings = _settings()
     if replay_all:
         letters = asyncio.run(read_dead_letters(settings, after_group=REPLAY_GROUP))
-        chosen = sorted(letters, key=lambda letter: letter.position)
+        chosen = sorted(letters, key=lambda letter: (letter.partition, letter.offset))
     else:
         chosen = _find(asyncio.run(read_dead_letters(settings)), message_ids)
 

@@ -197,14 +197,45 @@ async def produce(
     bootstrap: str,
     topic: str,
     *messages: tuple[bytes | None, bytes | None, list[tuple[str, bytes]]],
+    partition: int | None = None,
+    compression_type: str | None = None,
 ) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    """Send the messages one by one, each acknowledged before the next (so in this order)."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        compression_type=compression_type,
+    )
     await producer.start()
     try:
         for key, value, headers in messages:
-            await producer.send_and_wait(topic, value=value, key=key, headers=headers)
+            await producer.send_and_wait(
+                topic, value=value, key=key, headers=headers, partition=partition
+            )
     finally:
         await producer.stop()
+
+
+def run_dlq_cli(
+    stack: StackInfo, *args: str, dlq_topic: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """`prequal-dlq ARGS` against the stack, in its own process, as an operator runs it."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": stack.database_url,
+        "KAFKA_BOOTSTRAP_SERVERS": stack.kafka_bootstrap_servers,
+    }
+    if dlq_topic is not None:
+        env["TOPIC_DLQ"] = dlq_topic
+    return subprocess.run(
+        [sys.executable, "-m", "prequal_shared.dlq_cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=check,
+    )
 
 
 async def delete_records(bootstrap: str, topic: str, partition: int, *, before: int) -> None:
@@ -414,6 +445,18 @@ def as_record(
     event: Envelope[Any], offset: int = 0, topic: str = "credit_reports_generated"
 ) -> ConsumerRecord[bytes, bytes]:
     key, value, headers = as_message(event)
+    return raw_record(key, value, headers, offset=offset, topic=topic)
+
+
+def raw_record(
+    key: bytes,
+    value: bytes,
+    headers: list[tuple[str, bytes]] | None = None,
+    *,
+    offset: int = 0,
+    topic: str = "credit_reports_generated",
+) -> ConsumerRecord[bytes, bytes]:
+    """A record as a consumer gets it, of any bytes (say, poison)."""
     return ConsumerRecord(
         topic=topic,
         partition=0,
@@ -425,7 +468,7 @@ def as_record(
         checksum=None,
         serialized_key_size=len(key),
         serialized_value_size=len(value),
-        headers=headers,
+        headers=headers or [],
     )
 
 
