@@ -261,6 +261,29 @@ async def test_malformed_bodies_are_rejected_and_store_nothing(
     assert await row_count() == before
 
 
+@pytest.mark.parametrize("key", ["ABCDE1234F", "abcde1234f", "Asha Rao"])
+async def test_an_unknown_key_is_422_without_echoing_it(
+    client: httpx.AsyncClient, row_count: Any, key: str
+) -> None:
+    """An extra key is refused, and the error says where without quoting the client's text:
+    a key may hold a PAN as well as a value can."""
+    before = await row_count()
+    response = await client.post("/applications", json=VALID | {key: 1})
+    assert response.status_code == 422, response.text
+    assert response.json() == {
+        "detail": "invalid request: <unknown key>",
+        "errors": [
+            {
+                "loc": ["body", "<unknown key>"],
+                "msg": "Extra inputs are not permitted",
+                "type": "extra_forbidden",
+            }
+        ],
+    }
+    assert key not in response.text
+    assert await row_count() == before
+
+
 def padded(size: int) -> bytes:
     """A valid application, padded with whitespace to `size` bytes."""
     body = json.dumps(VALID).encode()

@@ -4,7 +4,6 @@ float; NaN, Infinity and a key given twice refused, as a body that is not JSON."
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Coroutine
 from decimal import Decimal
 from typing import Any
@@ -12,13 +11,12 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
+from prequal_api.api.errors import UNKNOWN_KEY, key_shown
+
 
 def _reject_constant(name: str) -> Any:
     # NaN and Infinity: Python's json reads them, but they are not JSON.
     raise json.JSONDecodeError(f"{name} is not a number in JSON", "", 0)
-
-
-_FIELD_NAME = re.compile(r"[a-z_]{1,40}")
 
 
 def _refuse_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -28,7 +26,7 @@ def _refuse_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     for key, value in pairs:
         if key in found:
             # Named only when it looks like one of our fields: the input is never echoed back.
-            name = f'"{key}"' if _FIELD_NAME.fullmatch(key) else "a key"
+            name = "a key" if key_shown(key) == UNKNOWN_KEY else f'"{key}"'
             raise json.JSONDecodeError(f"{name} is given twice", "", 0)
         found[key] = value
     return found

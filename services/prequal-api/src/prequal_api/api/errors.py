@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import structlog
@@ -14,10 +15,25 @@ from prequal_shared.errors import ApplicationNotFoundError, DependencyUnavailabl
 log = structlog.stdlib.get_logger(__name__)
 
 
+_FIELD_NAME = re.compile(r"[a-z_]{1,40}")
+UNKNOWN_KEY = "<unknown key>"
+
+
+def key_shown(key: str | int) -> str | int:
+    """A key of the client's body as an error may name it: only when it looks like one of our
+    fields. Any other key is the client's text (a PAN given as a key, say), never echoed."""
+    return key if isinstance(key, int) or _FIELD_NAME.fullmatch(key) else UNKNOWN_KEY
+
+
 def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
-    # Never echo the input back: a rejected body may still hold a valid PAN.
+    # Never echo the input back: a rejected body may still hold a valid PAN, as a value or,
+    # for a key we do not know, in the error's location.
     return [
-        {"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")}
+        {
+            "loc": [key_shown(part) for part in err.get("loc", ())],
+            "msg": err.get("msg", ""),
+            "type": err.get("type", ""),
+        }
         for err in exc.errors()
     ]
 
