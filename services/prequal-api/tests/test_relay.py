@@ -209,6 +209,84 @@ async def test_a_backlog_is_swept_while_fresh_events_go_out_and_a_stop_cuts_it_s
     assert await unpublished(scratch_outbox) > 0
 
 
+async def add_published(outbox: AsyncEngine, count: int, *, hours_ago: int) -> None:
+    """Events published `hours_ago`, past the relay's retention: for the prune."""
+    async with outbox.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO outbox (event_id, topic, message_key, payload, headers, created_at,"
+                " published_at) SELECT gen_random_uuid(), 't', 'k', 'old', '{}',"
+                " now() - make_interval(hours => :hours), now() - make_interval(hours => :hours)"
+                " FROM generate_series(1, :count)"
+            ),
+            {"count": count, "hours": hours_ago},
+        )
+
+
+async def rows(outbox: AsyncEngine) -> int:
+    async with outbox.connect() as conn:
+        return int(await conn.scalar(text("SELECT count(*) FROM outbox")) or 0)
+
+
+async def test_fresh_events_go_out_while_a_long_prune_runs(scratch_outbox: AsyncEngine) -> None:
+    """After a long stop, the first sweep has a day of published events to prune."""
+    old = 1000 * BATCH
+    await add_published(scratch_outbox, old, hours_ago=48)
+    producer = FakeProducer()
+    relay = relay_for(scratch_outbox, producer)
+    async with running(relay):
+
+        async def pruning() -> bool:
+            return await rows(scratch_outbox) < old
+
+        assert await poll_until(pruning, timeout_s=10, interval_s=0.01)
+        relay.publish_soon([message(0)])
+
+        async def fresh_sent() -> bool:
+            return b"fresh-0" in producer.sent
+
+        assert await poll_until(fresh_sent, timeout_s=5, interval_s=0.01)
+        assert await rows(scratch_outbox) > 0  # sent while the prune was still going
+
+
+async def test_the_sweep_still_runs_while_fresh_events_keep_coming(
+    scratch_outbox: AsyncEngine,
+) -> None:
+    """Events arriving as fast as they are sent do not keep the relay in its fast path for
+    ever: what only the sweep can see (here, an event the fast path never had) is swept."""
+
+    class YieldingProducer(FakeProducer):
+        async def send(self, topic: str, *, value: bytes | None, **kw: Any) -> asyncio.Future[None]:
+            await asyncio.sleep(0)  # as aiokafka's send does while its buffer is full
+            return await super().send(topic, value=value, **kw)
+
+    producer = YieldingProducer()
+    relay = relay_for(scratch_outbox, producer, sweep_interval_s=0.1)
+    feeding = True
+
+    async def feed() -> None:
+        n = 0
+        while feeding:
+            relay.publish_soon([message(n + i) for i in range(5)])
+            n += 5
+            await asyncio.sleep(0)
+
+    async def swept() -> bool:
+        return await unpublished(scratch_outbox) == 0
+
+    async with running(relay):
+        assert await poll_until(producer.has_started)
+        feeder = asyncio.create_task(feed())
+        try:
+            await asyncio.sleep(0.3)
+            await add_backlog(scratch_outbox, 1)
+            assert await poll_until(swept, timeout_s=5)
+        finally:
+            feeding = False
+            await feeder
+    assert len(producer.sent) > 5 * BATCH  # the fast path was busy all along
+
+
 async def test_with_kafka_gone_a_sweep_lets_go_of_its_claim(
     scratch_outbox: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:

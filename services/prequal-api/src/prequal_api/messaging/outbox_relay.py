@@ -133,8 +133,10 @@ class OutboxRelay:
                     while await self.sweep() == self._batch_size and not stop.is_set():
                         await self._publish_queued()
                     await self._measure_backlog()
+                    # Pruning a day's events after a long stop takes minutes: what is committed
+                    # meanwhile still goes out at once.
                     while await self.prune() == self._batch_size and not stop.is_set():
-                        pass
+                        await self._publish_queued()
                 failures = 0
             except Exception as exc:
                 if not is_transient(exc):
@@ -148,8 +150,11 @@ class OutboxRelay:
                 await self._sleep(stop, self._sweep_interval_s, wake=True)
 
     async def _publish_queued(self) -> None:
-        """Hand queued events to the producer; `_confirm` marks them once acknowledged."""
-        while self._queue:
+        """Hand queued events to the producer; `_confirm` marks them once acknowledged.
+
+        Only the batches queued when it is called: under a load that Kafka only just keeps
+        up with, events arrive while these are sent, and the sweep must still get its turn."""
+        for _ in range(math.ceil(len(self._queue) / self._batch_size)):
             batch, self._queue = self._queue[: self._batch_size], self._queue[self._batch_size :]
             try:
                 acks = [await self._send_one(message) for message in batch]
