@@ -149,6 +149,68 @@ async def claimable(outbox: AsyncEngine) -> int:
         return len(rows.all())
 
 
+async def add_events(outbox: AsyncEngine, messages: list[OutboxMessage]) -> None:
+    """The rows of events committed just now, as the API's writer stores them."""
+    async with outbox.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO outbox (event_id, topic, message_key, payload, headers)"
+                " VALUES (:event_id, :topic, :key, :payload, '{}')"
+            ),
+            [
+                {"event_id": m.event_id, "topic": m.topic, "key": m.key, "payload": m.payload}
+                for m in messages
+            ],
+        )
+
+
+async def published(outbox: AsyncEngine, messages: list[OutboxMessage]) -> set[bytes]:
+    async with outbox.connect() as conn:
+        rows = await conn.execute(
+            text(
+                "SELECT payload FROM outbox WHERE published_at IS NOT NULL AND event_id = ANY(:ids)"
+            ),
+            {"ids": [m.event_id for m in messages]},
+        )
+        return {bytes(row.payload) for row in rows}
+
+
+async def test_an_event_is_marked_published_when_acknowledged_whatever_was_sent_before_it(
+    scratch_outbox: AsyncEngine,
+) -> None:
+    """A partition Kafka cannot write to (too few in-sync replicas) holds up its own events:
+    the producer retries their batch until it succeeds. Events sent after them, to other
+    partitions, are acknowledged, and must be marked, or the sweep would send them again."""
+
+    class StuckPartitionProducer(FakeProducer):
+        async def send(self, topic: str, *, value: bytes | None, **kw: Any) -> asyncio.Future[None]:
+            if value == b"stuck":
+                self.sent.append(value)
+                return asyncio.get_running_loop().create_future()  # never acknowledged
+            return await super().send(topic, value=value, **kw)
+
+    stuck = OutboxMessage(event_id=uuid.uuid4(), topic="t", key=b"k", payload=b"stuck", headers={})
+    after = [message(n) for n in range(3)]
+    await add_events(scratch_outbox, [stuck, *after])
+    producer = StuckPartitionProducer()
+    relay = relay_for(scratch_outbox, producer)
+    async with running(relay):
+        assert await poll_until(producer.has_started)
+        relay.publish_soon([stuck, after[0]])  # one batch: the stuck event and one sent with it
+        relay.publish_soon(after[1:])
+
+        async def marked() -> set[bytes]:
+            return await published(scratch_outbox, [stuck, *after])
+
+        async def all_but_the_stuck_one() -> bool:
+            return await marked() == {b"fresh-0", b"fresh-1", b"fresh-2"}
+
+        assert await poll_until(all_but_the_stuck_one, timeout_s=5)
+        await asyncio.sleep(0.2)
+        assert await marked() == {b"fresh-0", b"fresh-1", b"fresh-2"}
+    assert producer.sent == [b"stuck", b"fresh-0", b"fresh-1", b"fresh-2"]
+
+
 async def test_the_fast_path_keeps_a_bounded_number_of_events_in_memory(
     scratch_outbox: AsyncEngine,
 ) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import random
 import time
@@ -67,9 +68,10 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._retention_h = retention_h
         self._queue: list[OutboxMessage] = []
-        self._inflight: asyncio.Queue[tuple[list[OutboxMessage], asyncio.Future[Any]]] = (
-            asyncio.Queue()
-        )
+        # Events handed to the producer: unsettled until Kafka has answered for them, then
+        # queued for `_confirm` in the order they settle, not the order they were sent.
+        self._unsettled: set[asyncio.Future[Any]] = set()
+        self._settled: asyncio.Queue[tuple[OutboxMessage, asyncio.Future[Any]]] = asyncio.Queue()
         self._wake = asyncio.Event()
         self._producer_started = False
         self._topics_seen: set[str] = set()
@@ -111,7 +113,9 @@ class OutboxRelay:
                 async with asyncio.timeout(3):
                     if self._producer_started:
                         await self._publish_queued()
-                    await self._inflight.join()
+                    while self._unsettled:
+                        await asyncio.wait(set(self._unsettled))
+                    await self._settled.join()
             confirmer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await confirmer
@@ -163,23 +167,39 @@ class OutboxRelay:
                 OUTBOX_LEFT_TO_SWEEP.inc(len(batch) + len(self._queue))
                 self._queue.clear()
                 raise
-            self._inflight.put_nowait((batch, asyncio.gather(*acks)))
+            for message, ack in zip(batch, acks, strict=True):
+                self._unsettled.add(ack)
+                ack.add_done_callback(functools.partial(self._settle, message))
+
+    def _settle(self, message: OutboxMessage, ack: asyncio.Future[Any]) -> None:
+        self._unsettled.discard(ack)
+        self._settled.put_nowait((message, ack))
 
     async def _confirm(self) -> None:
-        """Mark acknowledged events published, everything acknowledged so far in one statement."""
+        """Mark acknowledged events published, everything acknowledged so far in one statement.
+
+        An event is marked as soon as it is acknowledged, whatever was sent before it: a
+        partition Kafka cannot write to for a while (too few in-sync replicas, say: the
+        producer retries its batch until it succeeds) holds up its own events only."""
         while True:
-            ready = [await self._inflight.get()]
-            while not self._inflight.empty():
-                ready.append(self._inflight.get_nowait())
+            ready = [await self._settled.get()]
+            while not self._settled.empty():
+                ready.append(self._settled.get_nowait())
             acknowledged: list[OutboxMessage] = []
-            for batch, acks in ready:
-                try:
-                    await acks
-                except Exception as exc:
-                    log.warning("publish not acknowledged; the sweep will retry", error=repr(exc))
-                    OUTBOX_LEFT_TO_SWEEP.inc(len(batch))
+            failed: list[BaseException | str] = []
+            for message, ack in ready:
+                error = "cancelled" if ack.cancelled() else ack.exception()
+                if error is None:
+                    acknowledged.append(message)
                 else:
-                    acknowledged.extend(batch)
+                    failed.append(error)
+            if failed:
+                log.warning(
+                    "publish not acknowledged; the sweep will retry",
+                    count=len(failed),
+                    error=repr(failed[0]),
+                )
+                OUTBOX_LEFT_TO_SWEEP.inc(len(failed))
             try:
                 if acknowledged:
                     async with self._statements.connect() as conn:
@@ -191,7 +211,7 @@ class OutboxRelay:
                 OUTBOX_LEFT_TO_SWEEP.inc(len(acknowledged))
             finally:
                 for _ in ready:
-                    self._inflight.task_done()
+                    self._settled.task_done()
 
     async def sweep(self) -> int:
         """Publish one batch of events the fast path left behind; returns how many."""
