@@ -261,7 +261,7 @@ async def test_malformed_bodies_are_rejected_and_store_nothing(
     assert await row_count() == before
 
 
-@pytest.mark.parametrize("key", ["ABCDE1234F", "abcde1234f", "Asha Rao"])
+@pytest.mark.parametrize("key", ["ABCDE1234F", "abcde1234f", "Asha Rao", "asha_rao"])
 async def test_an_unknown_key_is_422_without_echoing_it(
     client: httpx.AsyncClient, row_count: Any, key: str
 ) -> None:

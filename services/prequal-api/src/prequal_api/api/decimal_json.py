@@ -25,7 +25,7 @@ def _refuse_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     found: dict[str, Any] = {}
     for key, value in pairs:
         if key in found:
-            # Named only when it looks like one of our fields: the input is never echoed back.
+            # Named only when it is one of our fields: the input is never echoed back.
             name = "a key" if key_shown(key) == UNKNOWN_KEY else f'"{key}"'
             raise json.JSONDecodeError(f"{name} is given twice", "", 0)
         found[key] = value

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import structlog
@@ -10,19 +9,24 @@ from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from prequal_api.api.schemas import ApplicationAccepted, ApplicationIn, ApplicationStatusOut
 from prequal_shared.errors import ApplicationNotFoundError, DependencyUnavailableError
 
 log = structlog.stdlib.get_logger(__name__)
 
 
-_FIELD_NAME = re.compile(r"[a-z_]{1,40}")
 UNKNOWN_KEY = "<unknown key>"
+# What an error may name: where the problem is, and our own fields (those a client may not
+# set, such as status, included). Any other key is the client's text, never echoed: it may
+# be a PAN, or a name.
+_OUR_NAMES = frozenset({"body", "path", "query", "header", "cookie"}).union(
+    ApplicationIn.model_fields, ApplicationAccepted.model_fields, ApplicationStatusOut.model_fields
+)
 
 
 def key_shown(key: str | int) -> str | int:
-    """A key of the client's body as an error may name it: only when it looks like one of our
-    fields. Any other key is the client's text (a PAN given as a key, say), never echoed."""
-    return key if isinstance(key, int) or _FIELD_NAME.fullmatch(key) else UNKNOWN_KEY
+    """A key of the client's request as an error may show it."""
+    return key if isinstance(key, int) or key in _OUR_NAMES else UNKNOWN_KEY
 
 
 def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
