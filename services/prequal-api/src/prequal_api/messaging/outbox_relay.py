@@ -18,6 +18,7 @@ import functools
 import math
 import random
 import time
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -68,9 +69,10 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._retention_h = retention_h
         self._queue: list[OutboxMessage] = []
-        # Events handed to the producer: unsettled until Kafka has answered for them, then
-        # queued for `_confirm` in the order they settle, not the order they were sent.
-        self._unsettled: set[asyncio.Future[Any]] = set()
+        # Events the fast path handed to the producer, by id: unsettled until Kafka has
+        # answered for them (the sweep leaves them alone meanwhile), then queued for
+        # `_confirm` in the order they settle, not the order they were sent.
+        self._unsettled: dict[uuid.UUID, asyncio.Future[Any]] = {}
         self._settled: asyncio.Queue[tuple[OutboxMessage, asyncio.Future[Any]]] = asyncio.Queue()
         self._wake = asyncio.Event()
         self._producer_started = False
@@ -114,7 +116,7 @@ class OutboxRelay:
                     if self._producer_started:
                         await self._publish_queued()
                     while self._unsettled:
-                        await asyncio.wait(set(self._unsettled))
+                        await asyncio.wait(set(self._unsettled.values()))
                     await self._settled.join()
             confirmer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -168,11 +170,11 @@ class OutboxRelay:
                 self._queue.clear()
                 raise
             for message, ack in zip(batch, acks, strict=True):
-                self._unsettled.add(ack)
+                self._unsettled[message.event_id] = ack
                 ack.add_done_callback(functools.partial(self._settle, message))
 
     def _settle(self, message: OutboxMessage, ack: asyncio.Future[Any]) -> None:
-        self._unsettled.discard(ack)
+        self._unsettled.pop(message.event_id, None)
         self._settled.put_nowait((message, ack))
 
     async def _confirm(self) -> None:
@@ -222,8 +224,14 @@ class OutboxRelay:
             if now - since < MISSING_TOPIC_RECHECK_S
         ]
         async with self._sessions.begin() as session:
+            # Not those the fast path still waits on: sent already, and one that Kafka cannot
+            # take yet (its partition unwritable for a while) would hold up the sweep.
             claimed = await repository.claim_unpublished(
-                session, limit=self._batch_size, older_than_s=SWEEP_GRACE_S, skip_topics=skipped
+                session,
+                limit=self._batch_size,
+                older_than_s=SWEEP_GRACE_S,
+                skip_topics=skipped,
+                skip_ids=list(self._unsettled),
             )
             if not claimed:
                 return 0

@@ -101,10 +101,11 @@ async def claim_unpublished(
     limit: int,
     older_than_s: float,
     skip_topics: Sequence[str] = (),
+    skip_ids: Sequence[uuid.UUID] = (),
 ) -> list[OutboxMessage]:
     """Lock a batch of events still unpublished after `older_than_s` (the fast path had its
-    chance), except those for `skip_topics`; other relays skip locked rows instead of waiting
-    for them."""
+    chance), except those for `skip_topics` and those in `skip_ids`; other relays skip locked
+    rows instead of waiting for them."""
     query = (
         select(
             OutboxEvent.event_id,
@@ -123,6 +124,11 @@ async def claim_unpublished(
     )
     if skip_topics:
         query = query.where(OutboxEvent.topic.not_in(skip_topics))
+    if skip_ids:  # one array parameter, however many
+        query = query.where(
+            OutboxEvent.event_id
+            != func.all(bindparam("skip_ids", list(skip_ids), type_=ARRAY(UUID(as_uuid=True))))
+        )
     rows = await session.execute(query)
     return [OutboxMessage(*row) for row in rows]
 
