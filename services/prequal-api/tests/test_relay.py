@@ -105,15 +105,42 @@ async def add_backlog(
     outbox: AsyncEngine, count: int, *, topic: str = "t", minutes_ago: int = 1
 ) -> None:
     """Events committed `minutes_ago` and never published (Kafka was down)."""
+    backlog = [
+        OutboxMessage(
+            event_id=uuid.uuid4(),
+            topic=topic,
+            key=b"k",
+            payload=f"backlog-{n}".encode(),
+            headers={},
+        )
+        for n in range(1, count + 1)
+    ]
+    await add_events(outbox, backlog, minutes_ago=minutes_ago)
+
+
+async def add_events(
+    outbox: AsyncEngine, messages: list[OutboxMessage], *, minutes_ago: int = 0
+) -> None:
+    """The rows of these events, as the API's writer stores them, committed `minutes_ago`
+    (a millisecond apart, in order)."""
     async with outbox.begin() as conn:
         await conn.execute(
             text(
                 "INSERT INTO outbox (event_id, topic, message_key, payload, headers, created_at)"
-                " SELECT gen_random_uuid(), :topic, 'k', convert_to('backlog-' || i, 'UTF8'),"
-                " '{}', now() - make_interval(mins => :minutes) + i * interval '1 millisecond'"
-                " FROM generate_series(1, :count) AS i"
+                " VALUES (:event_id, :topic, :key, :payload, '{}',"
+                " now() - make_interval(mins => :minutes) + :n * interval '1 millisecond')"
             ),
-            {"count": count, "topic": topic, "minutes": minutes_ago},
+            [
+                {
+                    "event_id": m.event_id,
+                    "topic": m.topic,
+                    "key": m.key,
+                    "payload": m.payload,
+                    "minutes": minutes_ago,
+                    "n": n,
+                }
+                for n, m in enumerate(messages)
+            ],
         )
 
 
@@ -147,30 +174,6 @@ async def claimable(outbox: AsyncEngine) -> int:
             text("SELECT event_id FROM outbox WHERE published_at IS NULL FOR UPDATE SKIP LOCKED")
         )
         return len(rows.all())
-
-
-async def add_events(
-    outbox: AsyncEngine, messages: list[OutboxMessage], *, minutes_ago: int = 0
-) -> None:
-    """The rows of these events, as the API's writer stores them, committed `minutes_ago`."""
-    async with outbox.begin() as conn:
-        await conn.execute(
-            text(
-                "INSERT INTO outbox (event_id, topic, message_key, payload, headers, created_at)"
-                " VALUES (:event_id, :topic, :key, :payload, '{}',"
-                " now() - make_interval(mins => :minutes))"
-            ),
-            [
-                {
-                    "event_id": m.event_id,
-                    "topic": m.topic,
-                    "key": m.key,
-                    "payload": m.payload,
-                    "minutes": minutes_ago,
-                }
-                for m in messages
-            ],
-        )
 
 
 async def published(outbox: AsyncEngine, messages: list[OutboxMessage]) -> set[bytes]:
