@@ -5,9 +5,12 @@ memory; the relay hands it to the producer at once (which batches what arrives w
 `linger_ms` into one request), and a second task marks events published, many per statement,
 as their acknowledgements come back. The sweep, every few seconds: events still
 unpublished after a grace period (the fast path failed, Kafka was down, the process crashed
-before publishing) are claimed with `FOR UPDATE SKIP LOCKED`, sent and marked. Several API
-processes can relay side by side; a rare double publication is harmless because consumers
-recognise events by id.
+before publishing) are claimed with `FOR UPDATE SKIP LOCKED`, sent, and those acknowledged
+marked. An event the producer holds unacknowledged (Kafka away, or its partition unwritable
+for a while) is marked when Kafka takes it, and the sweep leaves it alone meanwhile: sending
+it again through the same producer would only queue a copy behind it. Several API processes
+can relay side by side; a rare double publication is harmless because consumers recognise
+events by id.
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ SWEEP_GRACE_S = 5.0
 """An event is left to the fast path for this long before the sweep takes it over."""
 
 SWEEP_ACK_TIMEOUT_S = 15.0
-"""A sweep gives up on acknowledgements after this long, releases its claim and retries."""
+"""A sweep waits this long for acknowledgements, then marks what was acknowledged, ends its
+claim's transaction and lets the relay back off; the rest is followed up as it settles."""
 
 MISSING_TOPIC_RECHECK_S = 60.0
 """Events for a topic Kafka does not have (deleted, or renamed in the settings while events
@@ -235,21 +239,49 @@ class OutboxRelay:
             )
             if not claimed:
                 return 0
-            # Not for ever while Kafka is away (aiokafka retries unacknowledged sends without
-            # end): the claim's transaction would stay open, holding the rows and vacuum.
-            async with asyncio.timeout(SWEEP_ACK_TIMEOUT_S):
-                messages = await self._publishable(claimed)
-                try:
-                    await self._send(messages)
-                except BaseException:
-                    # Kafka away, or one of these topics deleted since it was seen: look the
-                    # topics up again before the next attempt.
-                    self._topics_seen -= {message.topic for message in messages}
-                    raise
-            await repository.mark_published(session, [m.event_id for m in messages])
-        if messages:
-            log.info("outbox sweep published events", count=len(messages))
+            messages: list[OutboxMessage] = []
+            acks: list[asyncio.Future[Any]] = []
+            error: Exception | None = None
+            try:
+                # Not for ever while Kafka is away (aiokafka retries unacknowledged sends
+                # without end): the claim's transaction would stay open, holding the rows.
+                async with asyncio.timeout(SWEEP_ACK_TIMEOUT_S):
+                    messages = await self._publishable(claimed)
+                    for message in messages:
+                        acks.append(await self._send_one(message))
+                    if acks:
+                        await asyncio.wait(acks)
+            except Exception as exc:  # the timeout, or a send refused
+                error = exc
+            acknowledged = self._sort_out(messages, acks)
+            await repository.mark_published(session, [m.event_id for m in acknowledged])
+        OUTBOX_PUBLISHED.inc(len(acknowledged))
+        if acknowledged:
+            log.info("outbox sweep published events", count=len(acknowledged))
+        if error is None and len(acknowledged) < len(messages):
+            error = TimeoutError(f"kafka refused {len(messages) - len(acknowledged)} events")
+        if error is not None:
+            # Kafka away, or one of these topics deleted since it was seen: look the topics
+            # up again before the next attempt, and let the relay back off.
+            self._topics_seen -= {message.topic for message in messages}
+            raise error
         return len(claimed)
+
+    def _sort_out(
+        self, messages: list[OutboxMessage], acks: list[asyncio.Future[Any]]
+    ) -> list[OutboxMessage]:
+        """The swept messages Kafka acknowledged. Those it has not answered yet (a partition
+        it cannot write to for a while) are followed up like the fast path's: marked when
+        acknowledged, and left alone by the next sweeps meanwhile. Those refused, or never
+        handed to the producer, are the next sweep's."""
+        acknowledged = []
+        for message, ack in zip(messages, acks, strict=False):
+            if not ack.done():
+                self._unsettled[message.event_id] = ack
+                ack.add_done_callback(functools.partial(self._settle, message))
+            elif not ack.cancelled() and ack.exception() is None:
+                acknowledged.append(message)
+        return acknowledged
 
     async def _publishable(self, messages: Sequence[OutboxMessage]) -> list[OutboxMessage]:
         """The messages whose topic Kafka has. aiokafka would wait for a missing topic until
@@ -269,10 +301,6 @@ class OutboxRelay:
                 self._topics_missing.pop(topic, None)
             self._topics_seen |= found
         return [message for message in messages if message.topic in self._topics_seen]
-
-    async def _send(self, messages: Sequence[OutboxMessage]) -> None:
-        await asyncio.gather(*[await self._send_one(message) for message in messages])
-        OUTBOX_PUBLISHED.inc(len(messages))
 
     async def _send_one(self, message: OutboxMessage) -> asyncio.Future[Any]:
         ack: asyncio.Future[Any] = await self._producer.send(
