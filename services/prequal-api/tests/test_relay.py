@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from prequal_api.messaging import outbox_relay
 from prequal_api.messaging.outbox_relay import MAX_QUEUED_BATCHES, OutboxRelay
-from prequal_api.persistence.repository import OutboxMessage
+from prequal_api.persistence.repository import OutboxMessage, mark_published
 from prequal_devstack.testing import StackInfo, TopicFactory, poll_until, read_topic
 from prequal_shared.config import CommonSettings
 from prequal_shared.db import create_session_factory
@@ -471,6 +471,71 @@ async def test_with_kafka_gone_a_stop_does_not_wait_for_acknowledgements(
         assert await poll_until(producer.has_sent_something)
     assert await unpublished(scratch_outbox) == 5
     assert await claimable(scratch_outbox) == 5
+
+
+async def test_a_stop_during_a_sweep_still_marks_what_kafka_then_acknowledges(
+    scratch_outbox: AsyncEngine,
+) -> None:
+    """The stop cuts the sweep short (its claim is rolled back), but the events it sent are
+    followed up like the fast path's while the relay finishes."""
+    await add_backlog(scratch_outbox, 5)
+    producer = FakeProducer(ack_delay_s=3.0)  # past the 2 s a stop gives the sweep
+    relay = relay_for(scratch_outbox, producer)
+    async with running(relay):
+        assert await poll_until(producer.has_sent_something)
+    assert len(producer.sent) == 5
+    assert await unpublished(scratch_outbox) == 0
+
+
+async def test_events_sent_before_one_the_producer_refuses_are_still_marked(
+    scratch_outbox: AsyncEngine,
+) -> None:
+    """The producer refuses an event (its buffer full for too long, say): those sent before it
+    in the batch are acknowledged and marked; it and the rest are left to the sweep, and
+    counted."""
+
+    class RefusingProducer(FakeProducer):
+        async def send(self, topic: str, *, value: bytes | None, **kw: Any) -> asyncio.Future[None]:
+            if value == b"fresh-2":
+                raise KafkaTimeoutError
+            return await super().send(topic, value=value, **kw)
+
+    batch = [message(n) for n in range(4)]
+    await add_events(scratch_outbox, batch)
+    producer = RefusingProducer()
+    relay = relay_for(scratch_outbox, producer)
+    left_before = left_to_sweep()
+    async with running(relay):
+        assert await poll_until(producer.has_started)
+        relay.publish_soon(batch)
+
+        async def first_two_marked() -> bool:
+            return await published(scratch_outbox, batch) == {b"fresh-0", b"fresh-1"}
+
+        assert await poll_until(first_two_marked, timeout_s=5)
+    assert left_to_sweep() - left_before == 2
+
+
+async def test_an_event_marked_twice_keeps_its_first_publication_time(
+    scratch_outbox: AsyncEngine,
+) -> None:
+    """Published by the fast path and, late, by a sweep too (a rare duplicate)."""
+    event = message(0)
+    await add_events(scratch_outbox, [event])
+
+    async def published_at() -> Any:
+        async with scratch_outbox.connect() as conn:
+            return await conn.scalar(
+                text("SELECT published_at FROM outbox WHERE event_id = :id"), {"id": event.event_id}
+            )
+
+    async with scratch_outbox.begin() as conn:
+        await mark_published(conn, [event.event_id])
+    first = await published_at()
+    async with scratch_outbox.begin() as conn:  # a later transaction: a later now()
+        await mark_published(conn, [event.event_id])
+    assert first is not None
+    assert await published_at() == first
 
 
 @pytest.fixture

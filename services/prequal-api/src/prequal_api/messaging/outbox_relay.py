@@ -73,9 +73,9 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._retention_h = retention_h
         self._queue: list[OutboxMessage] = []
-        # Events the fast path handed to the producer, by id: unsettled until Kafka has
-        # answered for them (the sweep leaves them alone meanwhile), then queued for
-        # `_confirm` in the order they settle, not the order they were sent.
+        # Events handed to the producer and not yet marked or given up, by id: the sweep
+        # leaves them alone. Each is queued for `_confirm` when Kafka has answered for it, in
+        # the order they settle, not the order they were sent.
         self._unsettled: dict[uuid.UUID, asyncio.Future[Any]] = {}
         self._settled: asyncio.Queue[tuple[OutboxMessage, asyncio.Future[Any]]] = asyncio.Queue()
         self._wake = asyncio.Event()
@@ -119,8 +119,9 @@ class OutboxRelay:
                 async with asyncio.timeout(3):
                     if self._producer_started:
                         await self._publish_queued()
-                    while self._unsettled:
-                        await asyncio.wait(set(self._unsettled.values()))
+                    if waiting := [ack for ack in self._unsettled.values() if not ack.done()]:
+                        await asyncio.wait(waiting)
+                    await asyncio.sleep(0)  # the callbacks of those just settled
                     await self._settled.join()
             confirmer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -166,27 +167,32 @@ class OutboxRelay:
         up with, events arrive while these are sent, and the sweep must still get its turn."""
         for _ in range(math.ceil(len(self._queue) / self._batch_size)):
             batch, self._queue = self._queue[: self._batch_size], self._queue[self._batch_size :]
-            try:
-                acks = [await self._send_one(message) for message in batch]
-            except Exception:
-                # Still in the outbox: the sweep publishes them after the grace period.
-                OUTBOX_LEFT_TO_SWEEP.inc(len(batch) + len(self._queue))
-                self._queue.clear()
-                raise
-            for message, ack in zip(batch, acks, strict=True):
-                self._unsettled[message.event_id] = ack
-                ack.add_done_callback(functools.partial(self._settle, message))
+            for sent, message in enumerate(batch):
+                try:
+                    ack = await self._send_one(message)
+                except Exception:
+                    # Still in the outbox: the sweep publishes them after the grace period.
+                    OUTBOX_LEFT_TO_SWEEP.inc(len(batch) - sent + len(self._queue))
+                    self._queue.clear()
+                    raise
+                self._follow_up(message, ack)
+
+    def _follow_up(self, message: OutboxMessage, ack: asyncio.Future[Any]) -> None:
+        """`_confirm` marks the event once Kafka acknowledged it; the sweep leaves it alone
+        until then."""
+        self._unsettled[message.event_id] = ack
+        ack.add_done_callback(functools.partial(self._settle, message))
 
     def _settle(self, message: OutboxMessage, ack: asyncio.Future[Any]) -> None:
-        self._unsettled.pop(message.event_id, None)
         self._settled.put_nowait((message, ack))
 
     async def _confirm(self) -> None:
         """Mark acknowledged events published, everything acknowledged so far in one statement.
 
-        An event is marked as soon as it is acknowledged, whatever was sent before it: a
-        partition Kafka cannot write to for a while (too few in-sync replicas, say: the
-        producer retries its batch until it succeeds) holds up its own events only."""
+        An event is marked as soon as it is acknowledged, whatever was sent before it: an
+        event for a partition Kafka cannot write to for a while (too few in-sync replicas,
+        say: the producer retries its batch until it succeeds) does not hold up the others'
+        marking."""
         while True:
             ready = [await self._settled.get()]
             while not self._settled.empty():
@@ -216,7 +222,11 @@ class OutboxRelay:
                 log.warning("could not mark events published", error=repr(exc))
                 OUTBOX_LEFT_TO_SWEEP.inc(len(acknowledged))
             finally:
-                for _ in ready:
+                for message, ack in ready:
+                    # Marked, or the sweep's again. Only now: an event acknowledged and not
+                    # yet marked is still not the sweep's.
+                    if self._unsettled.get(message.event_id) is ack:
+                        del self._unsettled[message.event_id]
                     self._settled.task_done()
 
     async def sweep(self) -> int:
@@ -253,6 +263,10 @@ class OutboxRelay:
                         await asyncio.wait(acks)
             except Exception as exc:  # the timeout, or a send refused
                 error = exc
+            except BaseException:  # a stop: the claim is rolled back; what was sent is followed up
+                for message, ack in zip(messages, acks, strict=False):
+                    self._follow_up(message, ack)
+                raise
             acknowledged = self._sort_out(messages, acks)
             await repository.mark_published(session, [m.event_id for m in acknowledged])
         OUTBOX_PUBLISHED.inc(len(acknowledged))
@@ -277,8 +291,7 @@ class OutboxRelay:
         acknowledged = []
         for message, ack in zip(messages, acks, strict=False):
             if not ack.done():
-                self._unsettled[message.event_id] = ack
-                ack.add_done_callback(functools.partial(self._settle, message))
+                self._follow_up(message, ack)
             elif not ack.cancelled() and ack.exception() is None:
                 acknowledged.append(message)
         return acknowledged

@@ -136,6 +136,7 @@ async def claim_unpublished(
 _MARK_PUBLISHED = (
     update(OutboxEvent)
     .where(OutboxEvent.event_id == func.any(bindparam("ids", type_=ARRAY(UUID(as_uuid=True)))))
+    .where(OutboxEvent.published_at.is_(None))  # the first publication's time stands
     .values(published_at=func.now())
 )
 
