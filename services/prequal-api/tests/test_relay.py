@@ -151,6 +151,13 @@ async def unpublished(outbox: AsyncEngine) -> int:
         )
 
 
+def unpublished_are(outbox: AsyncEngine, count: int) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return await unpublished(outbox) == count
+
+    return check
+
+
 @contextlib.asynccontextmanager
 async def running(relay: OutboxRelay) -> AsyncIterator[asyncio.Event]:
     stop = asyncio.Event()
@@ -261,19 +268,13 @@ async def test_the_sweep_leaves_alone_events_the_fast_path_waits_on(
         await add_events(scratch_outbox, [stuck], minutes_ago=2)
         await add_backlog(scratch_outbox, 1)
 
-        async def swept() -> bool:
-            return await unpublished(scratch_outbox) == 1  # the stuck one alone
-
-        assert await poll_until(swept, timeout_s=5)
+        assert await poll_until(unpublished_are(scratch_outbox, 1), timeout_s=5)  # the stuck one
         await asyncio.sleep(0.3)  # a few more sweeps
         assert producer.sent.count(b"stuck") == 1
         assert producer.stuck_ack is not None
         producer.stuck_ack.set_result(None)
 
-        async def all_published() -> bool:
-            return await unpublished(scratch_outbox) == 0
-
-        assert await poll_until(all_published, timeout_s=5)
+        assert await poll_until(unpublished_are(scratch_outbox, 0), timeout_s=5)
 
 
 async def test_the_fast_path_keeps_a_bounded_number_of_events_in_memory(
@@ -398,16 +399,13 @@ async def test_the_sweep_still_runs_while_fresh_events_keep_coming(
             n += 5
             await asyncio.sleep(0)
 
-    async def swept() -> bool:
-        return await unpublished(scratch_outbox) == 0
-
     async with running(relay):
         assert await poll_until(producer.has_started)
         feeder = asyncio.create_task(feed())
         try:
             await asyncio.sleep(0.3)
             await add_backlog(scratch_outbox, 1)
-            assert await poll_until(swept, timeout_s=5)
+            assert await poll_until(unpublished_are(scratch_outbox, 0), timeout_s=5)
         finally:
             feeding = False
             await feeder
@@ -455,10 +453,7 @@ async def test_a_sweep_marks_what_kafka_acknowledged_and_follows_up_the_rest(
         assert producer.stuck_ack is not None
         producer.stuck_ack.set_result(None)
 
-        async def both_marked() -> bool:
-            return await unpublished(scratch_outbox) == 0
-
-        assert await poll_until(both_marked, timeout_s=5)
+        assert await poll_until(unpublished_are(scratch_outbox, 0), timeout_s=5)
 
 
 async def test_with_kafka_gone_a_stop_does_not_wait_for_acknowledgements(
@@ -545,13 +540,6 @@ async def kafka_producer(stack: StackInfo) -> AsyncIterator[Producer]:
     producer = create_producer(settings, client_id="test")
     yield producer
     await producer.stop()
-
-
-def unpublished_are(outbox: AsyncEngine, count: int) -> Callable[[], Awaitable[bool]]:
-    async def check() -> bool:
-        return await unpublished(outbox) == count
-
-    return check
 
 
 async def test_events_for_a_topic_kafka_lacks_do_not_hold_up_the_others(

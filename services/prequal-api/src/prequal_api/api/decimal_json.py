@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
-from prequal_api.api.errors import UNKNOWN_KEY, key_shown
+from prequal_api.api.errors import is_our_name
 
 
 def _reject_constant(name: str) -> Any:
@@ -26,7 +26,7 @@ def _refuse_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     for key, value in pairs:
         if key in found:
             # Named only when it is one of our fields: the input is never echoed back.
-            name = "a key" if key_shown(key) == UNKNOWN_KEY else f'"{key}"'
+            name = f'"{key}"' if is_our_name(key) else "a key"
             raise json.JSONDecodeError(f"{name} is given twice", "", 0)
         found[key] = value
     return found

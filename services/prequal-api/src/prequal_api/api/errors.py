@@ -24,9 +24,9 @@ _OUR_NAMES = frozenset({"body", "path", "query", "header", "cookie"}).union(
 )
 
 
-def key_shown(key: str | int) -> str | int:
-    """A key of the client's request as an error may show it."""
-    return key if isinstance(key, int) or key in _OUR_NAMES else UNKNOWN_KEY
+def is_our_name(key: str) -> bool:
+    """Whether an error may show this key of the client's request."""
+    return key in _OUR_NAMES
 
 
 def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
@@ -34,7 +34,10 @@ def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     # for a key we do not know, in the error's location.
     return [
         {
-            "loc": [key_shown(part) for part in err.get("loc", ())],
+            "loc": [
+                part if isinstance(part, int) or is_our_name(part) else UNKNOWN_KEY
+                for part in err.get("loc", ())
+            ],
             "msg": err.get("msg", ""),
             "type": err.get("type", ""),
         }

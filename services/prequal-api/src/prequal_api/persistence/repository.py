@@ -15,6 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from prequal_shared.models import Application, OutboxEvent
 
+_UUIDS = ARRAY(UUID(as_uuid=True))
+
 
 @dataclass(frozen=True, slots=True)
 class OutboxMessage:
@@ -126,8 +128,7 @@ async def claim_unpublished(
         query = query.where(OutboxEvent.topic.not_in(skip_topics))
     if skip_ids:  # one array parameter, however many
         query = query.where(
-            OutboxEvent.event_id
-            != func.all(bindparam("skip_ids", list(skip_ids), type_=ARRAY(UUID(as_uuid=True))))
+            OutboxEvent.event_id != func.all(bindparam("skip_ids", list(skip_ids), type_=_UUIDS))
         )
     rows = await session.execute(query)
     return [OutboxMessage(*row) for row in rows]
@@ -135,7 +136,7 @@ async def claim_unpublished(
 
 _MARK_PUBLISHED = (
     update(OutboxEvent)
-    .where(OutboxEvent.event_id == func.any(bindparam("ids", type_=ARRAY(UUID(as_uuid=True)))))
+    .where(OutboxEvent.event_id == func.any(bindparam("ids", type_=_UUIDS)))
     .where(OutboxEvent.published_at.is_(None))  # the first publication's time stands
     .values(published_at=func.now())
 )
