@@ -631,6 +631,17 @@ def dependency_problems(files: DeploymentFiles) -> list[str]:
     return problems
 
 
+def on_named_volume(compose: dict[str, Any], service: str, path: str) -> bool:
+    """Whether `path` in the service's container is on one of the file's named volumes."""
+    named = set(compose.get("volumes") or {})
+    for mount in (compose.get("services") or {}).get(service, {}).get("volumes") or []:
+        source, _, target = str(mount).partition(":")
+        target = target.split(":")[0].rstrip("/")
+        if source in named and path and (path == target or path.startswith(f"{target}/")):
+            return True
+    return False
+
+
 def infrastructure_problems(files: DeploymentFiles) -> list[str]:
     problems: list[str] = []
     services = files.services
@@ -653,6 +664,21 @@ def infrastructure_problems(files: DeploymentFiles) -> list[str]:
         problems.append("kafka: KAFKA_PROCESS_ROLES must include controller (KRaft)")
     if "PLAINTEXT://kafka:9092" not in kafka_env.get("KAFKA_ADVERTISED_LISTENERS", ""):
         problems.append("kafka: must advertise PLAINTEXT://kafka:9092 to the other containers")
+    log_dir = kafka_env.get("KAFKA_LOG_DIRS", "")
+    if not on_named_volume(files.compose, "kafka", log_dir):
+        problems.append(
+            f"kafka: its data ({log_dir or 'KAFKA_LOG_DIRS unset'}) is not on a named volume,"
+            " so `docker compose down` loses the topics, the offsets and the DLQ"
+        )
+    postgres_check = " ".join(
+        _command_vector(((services.get("postgres") or {}).get("healthcheck") or {}).get("test"))
+        or []
+    )
+    if "pg_isready" in postgres_check and not re.search(r"\s-h\s", postgres_check):
+        problems.append(
+            "postgres: pg_isready checks the socket, which the image's set-up server answers"
+            " before PostgreSQL listens on TCP"
+        )
     init = services.get("kafka-init") or {}
     script = interpolate(
         " ".join(
@@ -995,6 +1021,26 @@ MUTATIONS = [
             "healthcheck",
             "test",
             value=["CMD", "curl", "-f", "http://127.0.0.1:8000/health/ready"],
+        ),
+    ),
+    Mutation(
+        "kafka-data-in-the-container",
+        "kafka: its data (/tmp/kraft-combined-logs) is not on a named volume",
+        compose=_set("kafka", "environment", "KAFKA_LOG_DIRS", value="/tmp/kraft-combined-logs"),
+    ),
+    Mutation(
+        "kafka-volume-not-mounted",
+        "kafka: its data (/var/lib/kafka/data) is not on a named volume",
+        compose=_set("kafka", "volumes", value=None),
+    ),
+    Mutation(
+        "postgres-checked-on-its-socket",
+        "postgres: pg_isready checks the socket",
+        compose=_set(
+            "postgres",
+            "healthcheck",
+            "test",
+            value=["CMD-SHELL", 'pg_isready -U "$${POSTGRES_USER}" -d "$${POSTGRES_DB}"'],
         ),
     ),
     Mutation(
