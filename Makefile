@@ -9,6 +9,7 @@ UV := uv run --frozen
 RATE ?= 500
 DURATION ?= 60
 WARMUP ?= 10
+GENERATOR ?= auto
 
 .PHONY: help
 help: ## List the targets
@@ -58,7 +59,8 @@ fmt: ## Format and autofix with ruff
 .PHONY: bench
 bench: ## Constant-rate load test: make bench RATE=1000 DURATION=30 (WARMUP=10 s first)
 	$(DEVSTACK) up
-	$(UV) python -m prequal_devstack.bench --rate $(RATE) --duration $(DURATION) --warmup $(WARMUP)
+	$(UV) python -m prequal_devstack.bench --rate $(RATE) --duration $(DURATION) --warmup $(WARMUP) \
+		--generator $(GENERATOR)
 
 .PHONY: run-local
 run-local: ## The same system in containers: docker compose up --build (needs a Docker engine)

@@ -3,7 +3,8 @@
 Open loop: request i is due at t0 + i / rate whatever happened to the earlier ones, and its
 latency is counted from when it was due, so a slow server cannot hide its queueing
 (coordinated omission). End-to-end latency is read from the database: `updated_at -
-created_at` of each application, i.e. from the PENDING row's commit to the decision's.
+created_at` of each application, i.e. from the start of the transaction that stores it
+PENDING (`now()`) to the decision's update (`clock_timestamp()`), each just before its commit.
 
 The floor is the same database work (insert an application, then update it to its decision)
 done directly with asyncpg at the same concurrency, with no HTTP and no Kafka.
@@ -177,6 +178,13 @@ def vegeta_binary(config: StackConfig) -> Path | None:
     return binary
 
 
+def vegeta_rate(rate: float) -> str:
+    """vegeta's -rate takes a whole number of hits per period: 2.5/s is 5/2s, not 2/1s."""
+    if rate == int(rate):
+        return f"{int(rate)}/1s"
+    return f"{max(1, round(rate * 1000))}/1000s"
+
+
 async def drive_vegeta(run: Run, api_url: str, vegeta: Path) -> float:
     """The same open-loop load from vegeta (another process, far cheaper per request than
     Python). Returns the CPU seconds vegeta used."""
@@ -200,7 +208,7 @@ async def drive_vegeta(run: Run, api_url: str, vegeta: Path) -> float:
             "attack",
             "-format=json",
             f"-targets={targets}",
-            f"-rate={run.rate:.0f}/1s",
+            f"-rate={vegeta_rate(run.rate)}",
             f"-duration={round(run.duration * 1000)}ms",  # 0 would mean "for ever"
             "-timeout=10s",
             "-max-body=0",
@@ -208,13 +216,26 @@ async def drive_vegeta(run: Run, api_url: str, vegeta: Path) -> float:
             # for one still counts its wait (vegeta times it from when it was due).
             f"-max-connections={run.concurrency}",
             f"-output={results}",
+            stderr=asyncio.subprocess.PIPE,
         )
-        await attack.wait()
+        _, attack_errors = await attack.communicate()
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if attack.returncode != 0:
+            msg = f"vegeta attack failed ({attack.returncode}): {attack_errors.decode()[-1000:]}"
+            raise SystemExit(msg)
         encode = await asyncio.create_subprocess_exec(
-            str(vegeta), "encode", "--to", "csv", str(results), stdout=asyncio.subprocess.PIPE
+            str(vegeta),
+            "encode",
+            "--to",
+            "csv",
+            str(results),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
-        output, _ = await encode.communicate()
+        output, encode_errors = await encode.communicate()
+        if encode.returncode != 0:
+            msg = f"vegeta encode failed ({encode.returncode}): {encode_errors.decode()[-1000:]}"
+            raise SystemExit(msg)
     start_ns: int | None = None
     for row in csv.reader(io.StringIO(output.decode())):
         sent_ns, code, latency_ns, error = int(row[0]), int(row[1]), int(row[2]), row[5]
@@ -477,7 +498,7 @@ async def bench(
         # next) and PostgreSQL's caches are cold. POST p99 of a first 60 s run at 1,000/s was
         # 104 ms against 51 ms in the run after it. The warm-up's requests are not counted,
         # and the measured run starts once they are all decided (no backlog carried over).
-        print(f"warm-up: {rate:.0f} applications/s for {warmup_s:g} s, not measured", flush=True)
+        print(f"warm-up: {rate:g} applications/s for {warmup_s:g} s, not measured", flush=True)
         warmup = await new_run(
             pool, "warmup", rate=rate, duration=warmup_s, concurrency=concurrency
         )
@@ -495,12 +516,14 @@ async def bench(
     peaks: dict[str, float] = {}
     stop = asyncio.Event()
     print(
-        f"bench: {rate:.0f} applications/s for {duration:.0f} s against {config.api_url}"
+        f"bench: {rate:g} applications/s for {duration:.0f} s against {config.api_url}"
         f" (marker {run.marker})"
     )
     sampler = asyncio.create_task(sample_rss(processes, peaks, stop))
     watcher = asyncio.create_task(progress(run, pool, stop))
     generator_cpu = await drive(run, config.api_url, vegeta)
+    if not run.samples:
+        raise SystemExit("the load generator sent no request: no figures to report")
     accepted = run.accepted
     await wait_until_decided(pool, run, timeout_s=drain_s)
     stop.set()
@@ -570,7 +593,7 @@ async def bench(
         post_p99_by_second(run.samples),
         [(float(r["created"]) - run.started_wall, e) for r, e in zip(rows, e2e_ms, strict=True)],
         out_dir / "latest.png",
-        f"{rate:.0f}/s target for {duration:.0f} s: decided {decided_per_s:.0f}/s, "
+        f"{rate:g}/s target for {duration:.0f} s: decided {decided_per_s:.0f}/s, "
         f"POST p99 {result['post_p99_ms']:.0f} ms, e2e p99 {result['e2e_p99_ms']:.0f} ms",
     )
     return result
@@ -579,7 +602,7 @@ async def bench(
 def summary(result: dict[str, Any]) -> str:
     lines = [
         "",
-        f"target        {result['rate_target']:.0f}/s for {result['duration_s']:.0f} s",
+        f"target        {result['rate_target']:g}/s for {result['duration_s']:.0f} s",
         f"accepted      {result['accepted_per_s']:.0f}/s   decided {result['decided_per_s']:.0f}/s"
         f"   ({result['decided']}/{result['accepted']} decided)",
         f"POST          p50 {result['post_p50_ms']:.1f} ms   p99 {result['post_p99_ms']:.1f} ms"
