@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -12,11 +13,16 @@ from typing import Any
 
 import asyncpg
 import httpx
+import psutil
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy.engine import make_url
 
-from prequal_devstack.procs import LOG_ROTATE_BYTES, spawn, wait_until
+from prequal_devstack.config import StackConfig
+from prequal_devstack.errors import StackError
+from prequal_devstack.kafka import Kafka, ensure_topics
+from prequal_devstack.procs import LOG_ROTATE_BYTES, kill, read_pid, spawn, wait_until
+from prequal_devstack.stack import Stack
 from prequal_devstack.testing import StackInfo, TopicFactory, poll_until, produce, run_devstack
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -264,6 +270,70 @@ def test_a_stale_pid_file_is_cleaned_up(stack: StackInfo) -> None:
     status = run_devstack("status")
     assert "credit-service-7" in status
     assert not stale.exists()
+
+
+def test_a_pid_file_naming_a_process_that_reused_the_pid_is_stale(tmp_path: Path) -> None:
+    """After a reboot another process may have the pid: the start time tells them apart."""
+    pid_file = tmp_path / "svc.pid"
+    with subprocess.Popen(["sleep", "30"]) as other:
+        try:
+            started = psutil.Process(other.pid).create_time()
+            pid_file.write_text(f"{other.pid} {started - 3600!r}\n")  # "ours" began an hour earlier
+            assert read_pid(pid_file) is None
+            assert not pid_file.exists()
+
+            pid_file.write_text(f"{other.pid} {started!r}\n")
+            assert read_pid(pid_file) == other.pid
+        finally:
+            other.kill()
+
+
+def test_spawn_records_the_start_time_that_read_pid_checks(tmp_path: Path) -> None:
+    pid_file = tmp_path / "svc.pid"
+    pid = spawn(["sleep", "30"], log_file=tmp_path / "svc.log", pid_file=pid_file)
+    try:
+        assert float(pid_file.read_text().split()[1]) == psutil.Process(pid).create_time()
+        assert read_pid(pid_file) == pid
+    finally:
+        kill(pid)
+
+
+@pytest.mark.parametrize(
+    ("partitions", "name", "refusal"),
+    [
+        (0, "prequal-test-no-partitions", "InvalidPartitionsError"),
+        (1, "bad name!", "InvalidTopicError"),
+    ],
+)
+async def test_a_topic_kafka_refuses_to_create_stops_up(
+    stack: StackInfo, partitions: int, name: str, refusal: str
+) -> None:
+    topic = f"{name}-{uuid.uuid4().hex[:6]}"
+    with pytest.raises(
+        StackError, match=f"did not create the topics: {re.escape(topic)}: {refusal}"
+    ):
+        await ensure_topics(stack.kafka_bootstrap_servers, partitions=partitions, topics=(topic,))
+
+
+def test_up_with_an_outside_kafka_ignores_a_stale_pid_file(
+    stack: StackInfo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pid file left by a broker this folder once ran (say, before a reboot) must not fail
+    `up` when KAFKA_BOOTSTRAP_SERVERS names another broker."""
+    monkeypatch.setenv("DEVSTACK_STATE_DIR", str(tmp_path))
+    config = StackConfig(  # the same servers, named otherwise: "outside" this stack's folder
+        external_database_url=stack.database_url.replace("127.0.0.1", "localhost"),
+        external_kafka=stack.kafka_bootstrap_servers.replace("127.0.0.1", "localhost"),
+    )
+    assert config.uses_external_kafka
+    assert config.uses_external_postgres
+    pid_file = Kafka(config).pid_file
+    pid_file.parent.mkdir(parents=True)
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # reaped: no process has this pid now
+    pid_file.write_text(f"{gone.pid}\n")
+
+    Stack(config).up_infra()  # raised "Kafka exited during start-up"
 
 
 def test_a_large_log_is_set_aside_when_its_process_starts(tmp_path: Path) -> None:

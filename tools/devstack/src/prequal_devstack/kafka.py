@@ -12,6 +12,7 @@ import time
 import uuid
 from pathlib import Path
 
+from aiokafka import errors
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
@@ -239,11 +240,12 @@ class Kafka:
             pid_file=self.pid_file,
         )
 
-    def wait_ready(self, bootstrap: str, *, timeout_s: float = 90) -> None:
-        """Poll with a real client (a metadata request) until the broker answers."""
+    def wait_ready(self, bootstrap: str, *, timeout_s: float = 90, own: bool = True) -> None:
+        """Poll with a real client (a metadata request) until the broker answers. `own`:
+        the broker is the one this stack started, whose exit ends the wait."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self.pid_file.exists() and self.pid() is None:
+            if own and self.pid_file.exists() and self.pid() is None:
                 raise StackError(f"Kafka exited during start-up:\n{tail(self.log_file, 30)}")
             if asyncio.run(kafka_answers(bootstrap)):
                 return
@@ -289,7 +291,7 @@ async def ensure_topics(
         existing = set(await admin.list_topics())
         missing = [topic for topic in topics if topic not in existing]
         if missing:
-            await admin.create_topics(
+            response = await admin.create_topics(
                 [
                     NewTopic(
                         name=topic,
@@ -300,6 +302,16 @@ async def ensure_topics(
                     for topic in missing
                 ]
             )
+            # The broker answers per topic instead of failing the request; 36 = it exists
+            # already (another `up` created it meanwhile).
+            refused = [
+                f"{error[0]}: {errors.for_code(error[1]).__name__}"
+                + (f" ({error[2]})" if len(error) > 2 and error[2] else "")
+                for error in response.topic_errors
+                if error[1] not in (0, errors.TopicAlreadyExistsError.errno)
+            ]
+            if refused:
+                raise StackError("Kafka did not create the topics: " + "; ".join(refused))
         return missing
     finally:
         await admin.close()

@@ -14,7 +14,14 @@ import asyncpg
 
 from prequal_devstack.config import DB_NAME, DB_USER, StackConfig
 from prequal_devstack.errors import StackError
-from prequal_devstack.procs import kill, pid_alive, port_open, tail, wait_until
+from prequal_devstack.procs import (
+    is_same_process,
+    kill,
+    port_open,
+    rotate,
+    tail,
+    wait_until,
+)
 
 OS_USER_CANDIDATES = ("postgres", "prequal")
 
@@ -73,11 +80,14 @@ class Postgres:
         )
 
     def pid(self) -> int | None:
+        """The postmaster's pid, if it runs. postmaster.pid's third line is its start time (in
+        whole seconds), which tells it from another process that has the pid since."""
         try:
-            pid = int((self.data / "postmaster.pid").read_text().splitlines()[0])
+            lines = (self.data / "postmaster.pid").read_text().splitlines()
+            pid, started = int(lines[0]), float(lines[2])
         except (OSError, ValueError, IndexError):
             return None
-        return pid if pid_alive(pid) else None
+        return pid if is_same_process(pid, started, tolerance_s=5) else None
 
     def _init(self) -> None:
         bindir = find_bindir()
@@ -131,6 +141,7 @@ class Postgres:
             self._init()
         bindir = find_bindir()
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        rotate(self.log_file)  # pg_ctl appends to it; the services' logs are set aside by spawn
         user = self._os_user()
         if user:
             shutil.chown(self.log_file.parent, user)

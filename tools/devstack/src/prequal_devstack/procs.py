@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+import psutil
+
 
 def pid_alive(pid: int) -> bool:
     try:
@@ -26,13 +28,31 @@ def pid_alive(pid: int) -> bool:
     return state != "Z"
 
 
-def read_pid(pid_file: Path) -> int | None:
-    """The pid in `pid_file` if that process still runs; a stale file is removed."""
+def started_at(pid: int) -> float | None:
+    """When the process began (seconds since the epoch), None if it is gone."""
     try:
-        pid = int(pid_file.read_text().split()[0])
+        return float(psutil.Process(pid).create_time())
+    except psutil.Error:
+        return None
+
+
+def is_same_process(pid: int, started: float, *, tolerance_s: float = 0.01) -> bool:
+    """Whether `pid` still runs and is the process that began at `started`, not another one
+    given the same pid since (after a reboot, or once pids wrap around)."""
+    now_started = started_at(pid)
+    return pid_alive(pid) and now_started is not None and abs(now_started - started) <= tolerance_s
+
+
+def read_pid(pid_file: Path) -> int | None:
+    """The pid in `pid_file` if that process still runs; a stale file is removed. The file
+    holds the pid and its start time, so a pid reused by another process counts as stale."""
+    try:
+        fields = pid_file.read_text().split()
+        pid = int(fields[0])
+        started = float(fields[1]) if len(fields) > 1 else None
     except (OSError, ValueError, IndexError):
         return None
-    if pid_alive(pid):
+    if is_same_process(pid, started) if started is not None else pid_alive(pid):
         return pid
     pid_file.unlink(missing_ok=True)
     return None
@@ -71,7 +91,7 @@ def spawn(
             start_new_session=True,
             user=user,
         )
-    pid_file.write_text(f"{process.pid}\n")
+    pid_file.write_text(f"{process.pid} {started_at(process.pid)!r}\n")
     return process.pid
 
 

@@ -50,7 +50,7 @@ class Stack:
             timed("postgres", self.postgres.start)
         if cfg.uses_external_kafka:
             _say(f"kafka: using KAFKA_BOOTSTRAP_SERVERS ({cfg.kafka_bootstrap_servers})")
-            self.kafka.wait_ready(cfg.kafka_bootstrap_servers, timeout_s=30)
+            self.kafka.wait_ready(cfg.kafka_bootstrap_servers, timeout_s=30, own=False)
         else:
             timed("kafka", self.kafka.start)
             timed("kafka ready", lambda: self.kafka.wait_ready(cfg.kafka_bootstrap_servers))
