@@ -17,7 +17,9 @@ help: ## List the targets
 
 .PHONY: install
 install: ## Create the venv and install the workspace from uv.lock
-	@command -v uv >/dev/null || python3 -m pip install --quiet uv
+	@command -v uv >/dev/null || python3 -m pip install --quiet --user uv || \
+		python3 -m pip install --quiet uv || \
+		python3 -m pip install --quiet --user --break-system-packages uv
 	uv sync --frozen --all-packages
 
 .PHONY: up

@@ -34,7 +34,7 @@ for member in "${members[@]}"; do
     if [ "$code" -ne 0 ] && [ "$code" -ne 5 ]; then failed+=("$member"); fi
 done
 
-python3 - "$results" <<'PY'
+uv run --frozen python - "$results" <<'PY'
 import glob, sys, xml.etree.ElementTree as ET
 total = failed = skipped = 0
 for path in glob.glob(sys.argv[1] + "/*.xml"):
