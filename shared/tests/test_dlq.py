@@ -1,7 +1,10 @@
 """Replaying dead letters, on the real broker."""
 
 import asyncio
+import dataclasses
+import json
 import subprocess
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -9,6 +12,7 @@ from prequal_devstack.testing import (
     StackInfo,
     TopicFactory,
     delete_records,
+    free_port,
     produce,
     read_topic,
     run_dlq_cli,
@@ -16,6 +20,7 @@ from prequal_devstack.testing import (
 from prequal_shared.config import CommonSettings
 from prequal_shared.dlq import DeadLetter, replay
 from prequal_shared.kafka import (
+    DLQ_FAILED_AT,
     DLQ_SOURCE_OFFSET,
     DLQ_SOURCE_PARTITION,
     DLQ_SOURCE_TOPIC,
@@ -116,3 +121,38 @@ async def test_replay_all_resumes_at_the_oldest_letter_left_after_a_deletion(
     again = await asyncio.to_thread(replay_all, stack, dlq)
 
     assert again.stdout.splitlines() == [f"replayed 0:2 -> {source}", f"replayed 0:3 -> {source}"]
+
+
+async def test_list_shows_a_letter_whose_headers_are_not_ours(
+    stack: StackInfo, topics: TopicFactory
+) -> None:
+    """Anyone who can write to the DLQ can put anything in its headers; a time or a partition
+    that does not parse crashed `list` for every letter."""
+    dlq = await topics.create("dlq")
+    headers = [
+        (DLQ_SOURCE_TOPIC, b"loan_applications_submitted"),
+        (DLQ_SOURCE_PARTITION, b"first"),
+        (DLQ_SOURCE_OFFSET, b"5"),
+        (DLQ_FAILED_AT, b"yesterday"),
+    ]
+    await produce(stack.kafka_bootstrap_servers, dlq, (b"k", b"m", headers))
+
+    listed = await asyncio.to_thread(run_dlq_cli, stack, "list", "--json", dlq_topic=dlq)
+
+    [letter] = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert letter["id"] == "0:0"
+    assert letter["source"] == "loan_applications_submitted[first]@5"
+    # The message's own Kafka timestamp stands in for the time that does not parse.
+    assert abs(datetime.fromisoformat(letter["failed_at"]) - datetime.now(UTC)) < timedelta(
+        minutes=1
+    )
+
+
+async def test_an_unreachable_kafka_is_reported_in_a_line(stack: StackInfo) -> None:
+    unreachable = dataclasses.replace(stack, kafka_bootstrap_servers=f"127.0.0.1:{free_port()}")
+
+    listed = await asyncio.to_thread(run_dlq_cli, unreachable, "list", check=False)
+
+    assert listed.returncode == 1
+    assert "Error: could not read loan_processing_dlq from Kafka at 127.0.0.1:" in listed.stderr
+    assert "Traceback" not in listed.stderr

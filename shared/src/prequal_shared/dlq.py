@@ -74,14 +74,23 @@ class DeadLetter:
     def consumer(self) -> str:
         return self.meta(DLQ_CONSUMER) or ""
 
+    def _int_meta(self, name: str) -> int:
+        """A number header; -1 when it is missing or not a number (anyone who can write to
+        the DLQ can put anything there, and listing it must still work)."""
+        try:
+            return int(self.meta(name) or -1)
+        except ValueError:
+            return -1
+
     @property
     def failed_at(self) -> datetime:
-        raw = self.meta(DLQ_FAILED_AT)
-        return (
-            datetime.fromisoformat(raw)
-            if raw
-            else datetime.fromtimestamp(self.timestamp_ms / 1000, tz=UTC)
-        )
+        """When it was dead-lettered: its header, else the message's Kafka timestamp."""
+        with contextlib.suppress(ValueError):
+            raw = self.meta(DLQ_FAILED_AT)
+            if raw:
+                at = datetime.fromisoformat(raw)
+                return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+        return datetime.fromtimestamp(self.timestamp_ms / 1000, tz=UTC)
 
     @property
     def replayable(self) -> bool:
@@ -92,14 +101,18 @@ class DeadLetter:
         if self.value is None:
             made_up = source_key(
                 self.source_topic,
-                int(self.meta(DLQ_SOURCE_PARTITION) or -1),
-                int(self.meta(DLQ_SOURCE_OFFSET) or -1),
+                self._int_meta(DLQ_SOURCE_PARTITION),
+                self._int_meta(DLQ_SOURCE_OFFSET),
             )
             return self.key != made_up
         return True
 
     def original_headers(self) -> list[tuple[str, bytes]]:
         return [(k, v) for k, v in self.headers if k not in DLQ_HEADERS and k != REPLAYED_FROM]
+
+
+DLQ_READ_TIMEOUT_S = 60.0
+"""How long reading the whole DLQ may take."""
 
 
 def _dlq_reader(settings: CommonSettings, *, group: str | None) -> AIOKafkaConsumer:
@@ -133,8 +146,8 @@ async def read_dead_letters(
     """Everything in the DLQ, oldest first; with `after_group`, only what comes after the
     offsets that consumer group committed (what `replay --all` has not replayed yet)."""
     consumer = _dlq_reader(settings, group=after_group)
-    await consumer.start()
     try:
+        await consumer.start()
         tps = await _assign_dlq(consumer, settings.topic_dlq)
         if not tps:
             return []
@@ -153,7 +166,7 @@ async def read_dead_letters(
                     return True
             return False
 
-        async with asyncio.timeout(60):
+        async with asyncio.timeout(DLQ_READ_TIMEOUT_S):
             while await behind():
                 batches = await consumer.getmany(timeout_ms=1000)
                 for tp, records in batches.items():

@@ -8,14 +8,36 @@ import json
 import sys
 
 import click
+from aiokafka.errors import KafkaError
 
 from prequal_shared.config import CommonSettings, load_settings
-from prequal_shared.dlq import REPLAY_GROUP, DeadLetter, read_dead_letters, replay
+from prequal_shared.dlq import (
+    DLQ_READ_TIMEOUT_S,
+    REPLAY_GROUP,
+    DeadLetter,
+    read_dead_letters,
+    replay,
+)
 from prequal_shared.domain import redact_pans
 
 
 def _settings() -> CommonSettings:
     return load_settings(CommonSettings)
+
+
+def _letters(settings: CommonSettings, *, after_group: str | None = None) -> list[DeadLetter]:
+    try:
+        return asyncio.run(read_dead_letters(settings, after_group=after_group))
+    except TimeoutError as exc:
+        raise click.ClickException(
+            f"could not read {settings.topic_dlq} from Kafka at "
+            f"{settings.kafka_bootstrap_servers} in full within {DLQ_READ_TIMEOUT_S:g} s"
+        ) from exc
+    except KafkaError as exc:
+        raise click.ClickException(
+            f"could not read {settings.topic_dlq} from Kafka at "
+            f"{settings.kafka_bootstrap_servers}: {exc!r}"
+        ) from exc
 
 
 def _find(letters: list[DeadLetter], ids: tuple[str, ...]) -> list[DeadLetter]:
@@ -43,7 +65,7 @@ def main() -> None:
 @main.command("list", help="What is in the DLQ, why, and since when.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def list_(as_json: bool) -> None:
-    letters = asyncio.run(read_dead_letters(_settings()))
+    letters = _letters(_settings())
     if as_json:
         for letter in letters:
             click.echo(
@@ -76,7 +98,7 @@ def list_(as_json: bool) -> None:
 @click.argument("message_id")
 @click.option("--unmasked", is_flag=True, help="Show PANs in full.")
 def show(message_id: str, unmasked: bool) -> None:
-    [letter] = _find(asyncio.run(read_dead_letters(_settings())), (message_id,))
+    [letter] = _find(_letters(_settings()), (message_id,))
     click.echo(f"id:         {letter.id}")
     click.echo(f"failed at:  {letter.failed_at.isoformat()}")
     click.echo(f"source:     {letter.source}")
@@ -102,10 +124,10 @@ def replay_(message_ids: tuple[str, ...], replay_all: bool) -> None:
         raise click.UsageError("give message IDs or --all (not both)")
     settings = _settings()
     if replay_all:
-        letters = asyncio.run(read_dead_letters(settings, after_group=REPLAY_GROUP))
+        letters = _letters(settings, after_group=REPLAY_GROUP)
         chosen = sorted(letters, key=lambda letter: (letter.partition, letter.offset))
     else:
-        chosen = _find(asyncio.run(read_dead_letters(settings)), message_ids)
+        chosen = _find(_letters(settings), message_ids)
 
     def replayed(letter: DeadLetter) -> None:
         click.echo(f"replayed {letter.id} -> {letter.source_topic}")
