@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import glob
 import os
 import pwd
@@ -26,12 +27,18 @@ from prequal_devstack.procs import (
 OS_USER_CANDIDATES = ("postgres", "prequal")
 
 
-def find_bindir() -> Path:
+def find_bindir(data: Path | None = None) -> Path:
+    """The server binaries: those of the major version `data` was created with when they are
+    installed (a newer `postgresql` package cannot open an older cluster), else the newest."""
     if configured := os.environ.get("DEVSTACK_PG_BINDIR"):
         return Path(configured)
     candidates = sorted(
         glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name), reverse=True
     )
+    with contextlib.suppress(OSError):
+        if data is not None:
+            own = f"/usr/lib/postgresql/{(data / 'PG_VERSION').read_text().strip()}/bin"
+            candidates = [own, *candidates] if own in candidates else candidates
     for candidate in candidates:
         if (Path(candidate) / "postgres").exists():
             return Path(candidate)
@@ -139,7 +146,7 @@ class Postgres:
             raise StackError(msg)
         if not (self.data / "PG_VERSION").exists():
             self._init()
-        bindir = find_bindir()
+        bindir = find_bindir(self.data)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         rotate(self.log_file)  # pg_ctl appends to it; the services' logs are set aside by spawn
         user = self._os_user()
@@ -183,7 +190,7 @@ class Postgres:
         if not self.pid():
             return
         self._run(
-            str(find_bindir() / "pg_ctl"),
+            str(find_bindir(self.data) / "pg_ctl"),
             "-D",
             str(self.data),
             "-m",
