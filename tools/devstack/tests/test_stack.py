@@ -13,7 +13,6 @@ from typing import Any
 
 import asyncpg
 import httpx
-import psutil
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy.engine import make_url
@@ -21,7 +20,15 @@ from sqlalchemy.engine import make_url
 from prequal_devstack.config import StackConfig
 from prequal_devstack.errors import StackError
 from prequal_devstack.kafka import Kafka, ensure_topics
-from prequal_devstack.procs import LOG_ROTATE_BYTES, kill, read_pid, spawn, wait_until
+from prequal_devstack.postgres import Postgres
+from prequal_devstack.procs import (
+    LOG_ROTATE_BYTES,
+    identity,
+    kill,
+    read_pid,
+    spawn,
+    wait_until,
+)
 from prequal_devstack.stack import Stack
 from prequal_devstack.testing import StackInfo, TopicFactory, poll_until, produce, run_devstack
 
@@ -272,27 +279,47 @@ def test_a_stale_pid_file_is_cleaned_up(stack: StackInfo) -> None:
     assert not stale.exists()
 
 
-def test_a_pid_file_naming_a_process_that_reused_the_pid_is_stale(tmp_path: Path) -> None:
-    """After a reboot another process may have the pid: the start time tells them apart."""
+@pytest.mark.parametrize("who", ["an earlier boot", "earlier in this boot"])
+def test_a_pid_file_naming_a_process_that_reused_the_pid_is_stale(tmp_path: Path, who: str) -> None:
+    """After a reboot, or once pids wrap around, another process may have the pid."""
     pid_file = tmp_path / "svc.pid"
     with subprocess.Popen(["sleep", "30"]) as other:
         try:
-            started = psutil.Process(other.pid).create_time()
-            pid_file.write_text(f"{other.pid} {started - 3600!r}\n")  # "ours" began an hour earlier
+            boot, ticks = str(identity(other.pid)).split(":")
+            ours = f"{uuid.uuid4()}:{ticks}" if who == "an earlier boot" else f"{boot}:1"
+            pid_file.write_text(f"{other.pid} {ours}\n")
             assert read_pid(pid_file) is None
             assert not pid_file.exists()
 
-            pid_file.write_text(f"{other.pid} {started!r}\n")
+            pid_file.write_text(f"{other.pid} {boot}:{ticks}\n")
             assert read_pid(pid_file) == other.pid
         finally:
             other.kill()
 
 
-def test_spawn_records_the_start_time_that_read_pid_checks(tmp_path: Path) -> None:
+def test_postgres_is_not_taken_for_a_process_that_reused_its_pid(
+    stack: StackInfo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A postmaster.pid left from before a reboot, its pid now another program's: `up`
+    skipped starting PostgreSQL and `down` signalled that program."""
+    running = stack.stack.postgres.pid()
+    assert running is not None  # the stack's own, working in its data directory
+    monkeypatch.setenv("DEVSTACK_STATE_DIR", str(tmp_path))
+    left_over = Postgres(StackConfig())
+    left_over.data.mkdir(parents=True)
+    with subprocess.Popen(["sleep", "30"], cwd=tmp_path) as other:
+        try:
+            (left_over.data / "postmaster.pid").write_text(f"{other.pid}\n{left_over.data}\n")
+            assert left_over.pid() is None
+        finally:
+            other.kill()
+
+
+def test_spawn_records_the_identity_that_read_pid_checks(tmp_path: Path) -> None:
     pid_file = tmp_path / "svc.pid"
     pid = spawn(["sleep", "30"], log_file=tmp_path / "svc.log", pid_file=pid_file)
     try:
-        assert float(pid_file.read_text().split()[1]) == psutil.Process(pid).create_time()
+        assert pid_file.read_text().split() == [str(pid), identity(pid)]
         assert read_pid(pid_file) == pid
     finally:
         kill(pid)

@@ -12,12 +12,13 @@ import subprocess
 from pathlib import Path
 
 import asyncpg
+import psutil
 
 from prequal_devstack.config import DB_NAME, DB_USER, StackConfig
 from prequal_devstack.errors import StackError
 from prequal_devstack.procs import (
-    is_same_process,
     kill,
+    pid_alive,
     port_open,
     rotate,
     tail,
@@ -37,8 +38,15 @@ def find_bindir(data: Path | None = None) -> Path:
     )
     with contextlib.suppress(OSError):
         if data is not None:
-            own = f"/usr/lib/postgresql/{(data / 'PG_VERSION').read_text().strip()}/bin"
-            candidates = [own, *candidates] if own in candidates else candidates
+            version = (data / "PG_VERSION").read_text().strip()
+            own = f"/usr/lib/postgresql/{version}/bin"
+            if own not in candidates and candidates:
+                msg = (
+                    f"{data} was created by PostgreSQL {version}, whose server is not installed "
+                    f"(apt-get install -y postgresql-{version}); or remove .devstack to start over"
+                )
+                raise StackError(msg)
+            candidates = [own, *candidates]
     for candidate in candidates:
         if (Path(candidate) / "postgres").exists():
             return Path(candidate)
@@ -87,14 +95,21 @@ class Postgres:
         )
 
     def pid(self) -> int | None:
-        """The postmaster's pid, if it runs. postmaster.pid's third line is its start time (in
-        whole seconds), which tells it from another process that has the pid since."""
+        """The postmaster's pid, if it runs. The postmaster works in its data directory,
+        which tells it from another process that has the pid since (after a reboot)."""
         try:
-            lines = (self.data / "postmaster.pid").read_text().splitlines()
-            pid, started = int(lines[0]), float(lines[2])
+            pid = int((self.data / "postmaster.pid").read_text().splitlines()[0])
         except (OSError, ValueError, IndexError):
             return None
-        return pid if is_same_process(pid, started, tolerance_s=5) else None
+        if not pid_alive(pid):
+            return None
+        try:
+            same = Path(psutil.Process(pid).cwd()).resolve() == self.data.resolve()
+        except psutil.AccessDenied:
+            same = True  # another user's process: as before, trust the pid
+        except psutil.Error:
+            same = False
+        return pid if same else None
 
     def _init(self) -> None:
         bindir = find_bindir()

@@ -11,8 +11,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-import psutil
-
 
 def pid_alive(pid: int) -> bool:
     try:
@@ -28,31 +26,31 @@ def pid_alive(pid: int) -> bool:
     return state != "Z"
 
 
-def started_at(pid: int) -> float | None:
-    """When the process began (seconds since the epoch), None if it is gone."""
+def identity(pid: int) -> str | None:
+    """What tells this process from any other that has or will have its pid: the boot it
+    runs in and when it started in that boot (clock ticks, /proc/PID/stat's 22nd field).
+    Unlike a start time in wall-clock seconds it does not move when the clock is set. None
+    when it cannot be read (the process is gone, or there is no /proc)."""
     try:
-        return float(psutil.Process(pid).create_time())
-    except psutil.Error:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return None
-
-
-def is_same_process(pid: int, started: float, *, tolerance_s: float = 0.01) -> bool:
-    """Whether `pid` still runs and is the process that began at `started`, not another one
-    given the same pid since (after a reboot, or once pids wrap around)."""
-    now_started = started_at(pid)
-    return pid_alive(pid) and now_started is not None and abs(now_started - started) <= tolerance_s
+    # The command name (2nd field) is in parentheses and may hold spaces: count after it.
+    return f"{boot}:{stat.rpartition(')')[2].split()[19]}"
 
 
 def read_pid(pid_file: Path) -> int | None:
     """The pid in `pid_file` if that process still runs; a stale file is removed. The file
-    holds the pid and its start time, so a pid reused by another process counts as stale."""
+    holds the pid and the process's identity, so a pid reused by another process (after a
+    reboot, or once pids wrap around) counts as stale."""
     try:
         fields = pid_file.read_text().split()
         pid = int(fields[0])
-        started = float(fields[1]) if len(fields) > 1 else None
     except (OSError, ValueError, IndexError):
         return None
-    if is_same_process(pid, started) if started is not None else pid_alive(pid):
+    recorded = fields[1] if len(fields) > 1 else None
+    if pid_alive(pid) and (recorded is None or identity(pid) == recorded):
         return pid
     pid_file.unlink(missing_ok=True)
     return None
@@ -91,7 +89,7 @@ def spawn(
             start_new_session=True,
             user=user,
         )
-    pid_file.write_text(f"{process.pid} {started_at(process.pid)!r}\n")
+    pid_file.write_text(f"{process.pid} {identity(process.pid) or ''}".rstrip() + "\n")
     return process.pid
 
 
