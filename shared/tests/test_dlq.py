@@ -156,3 +156,47 @@ async def test_an_unreachable_kafka_is_reported_in_a_line(stack: StackInfo) -> N
     assert listed.returncode == 1
     assert "Error: could not read loan_processing_dlq from Kafka at 127.0.0.1:" in listed.stderr
     assert "Traceback" not in listed.stderr
+
+
+async def test_a_letter_whose_source_partition_is_not_a_number_is_replayed(
+    stack: StackInfo, topics: TopicFactory
+) -> None:
+    """A tombstone with its own key goes back; the partition header that does not parse
+    (`int("first")`) stopped the replay before it."""
+    source = await topics.create("source")
+    letter = DeadLetter(
+        partition=0,
+        offset=0,
+        key=b"k",
+        value=None,
+        headers=[(DLQ_SOURCE_TOPIC, source.encode()), (DLQ_SOURCE_PARTITION, b"first")],
+        timestamp_ms=0,
+    )
+    settings = CommonSettings(kafka_bootstrap_servers=stack.kafka_bootstrap_servers)
+
+    assert await replay(settings, [letter]) == [letter]
+    [sent] = await read_topic(stack.kafka_bootstrap_servers, source, count=1)
+    assert (sent.key, sent.value) == (b"k", None)
+
+
+@pytest.mark.parametrize(
+    ("failed_at", "timestamp_ms", "shown"),
+    [
+        (b"2026-11-28T10:15:02+00:00", 0, datetime(2026, 11, 28, 10, 15, 2, tzinfo=UTC)),
+        (b"2026-11-28T10:15:02", 0, datetime(2026, 11, 28, 10, 15, 2, tzinfo=UTC)),
+        (b"yesterday", 1_795_000_000_000, datetime.fromtimestamp(1_795_000_000, tz=UTC)),
+        (b"yesterday", 2**62, datetime.fromtimestamp(0, tz=UTC)),  # past the year 9999
+    ],
+)
+def test_failed_at_falls_back_to_what_can_be_shown(
+    failed_at: bytes, timestamp_ms: int, shown: datetime
+) -> None:
+    letter = DeadLetter(
+        partition=0,
+        offset=0,
+        key=b"k",
+        value=b"m",
+        headers=[(DLQ_FAILED_AT, failed_at)],
+        timestamp_ms=timestamp_ms,
+    )
+    assert letter.failed_at == shown

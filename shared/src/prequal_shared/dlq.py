@@ -90,7 +90,10 @@ class DeadLetter:
             if raw:
                 at = datetime.fromisoformat(raw)
                 return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
-        return datetime.fromtimestamp(self.timestamp_ms / 1000, tz=UTC)
+        # The producer sets the timestamp, and may set it past the year 9999.
+        with contextlib.suppress(ValueError, OverflowError, OSError):
+            return datetime.fromtimestamp(self.timestamp_ms / 1000, tz=UTC)
+        return datetime.fromtimestamp(0, tz=UTC)
 
     @property
     def replayable(self) -> bool:
@@ -204,11 +207,11 @@ async def replay(
     marker = None if done_in_group is None else _dlq_reader(settings, group=done_in_group)
     replayed: list[DeadLetter] = []
     async with contextlib.AsyncExitStack() as resources:
+        resources.push_async_callback(producer.stop)  # closes it too if start() fails
         await producer.start()
-        resources.push_async_callback(producer.stop)
         if marker is not None:
-            await marker.start()
             resources.push_async_callback(stop_consumer, marker)
+            await marker.start()
             await _assign_dlq(marker, settings.topic_dlq)
         for letter in letters:
             topic = letter.source_topic if letter.replayable else None
