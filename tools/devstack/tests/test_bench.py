@@ -15,8 +15,9 @@ from prequal_devstack.bench import Run, drive_vegeta, vegeta_rate
         (500, "500/1s"),
         (1000.0, "1000/1s"),
         (2.5, "2500/1000s"),  # not 2/1s: a fractional rate kept
-        (0.4, "400/1000s"),  # not 0/1s, which vegeta takes as "no limit"
-        (0.0001, "1/1000s"),  # the slowest it can express
+        (0.4, "1/2.5s"),  # not 0/1s, which vegeta takes as "no limit"
+        (0.0001, "1/10000s"),
+        (1.0015, "1002/1000s"),
     ],
 )
 def test_vegeta_rate(rate: float, flag: str) -> None:

@@ -179,10 +179,13 @@ def vegeta_binary(config: StackConfig) -> Path | None:
 
 
 def vegeta_rate(rate: float) -> str:
-    """vegeta's -rate takes a whole number of hits per period: 2.5/s is 5/2s, not 2/1s."""
+    """vegeta's -rate takes a whole number of hits per period (a Go duration): 2.5/s is
+    2500/1000s, not 2/1s; below one a second, one hit per 1/rate seconds."""
     if rate == int(rate):
         return f"{int(rate)}/1s"
-    return f"{max(1, round(rate * 1000))}/1000s"
+    if rate < 1:
+        return f"1/{1 / rate:.9g}s"
+    return f"{round(rate * 1000)}/1000s"
 
 
 async def drive_vegeta(run: Run, api_url: str, vegeta: Path) -> float:
