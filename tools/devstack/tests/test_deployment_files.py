@@ -635,7 +635,10 @@ def on_named_volume(compose: dict[str, Any], service: str, path: str) -> bool:
     """Whether `path` in the service's container is on one of the file's named volumes."""
     named = set(compose.get("volumes") or {})
     for mount in (compose.get("services") or {}).get(service, {}).get("volumes") or []:
-        source, _, target = str(mount).partition(":")
+        if isinstance(mount, dict):  # the long syntax
+            source, target = str(mount.get("source", "")), str(mount.get("target", ""))
+        else:
+            source, _, target = str(mount).partition(":")
         target = target.split(":")[0].rstrip("/")
         if source in named and path and (path == target or path.startswith(f"{target}/")):
             return True
