@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from prequal_devstack.bench import Run, drive_vegeta, vegeta_rate
+from prequal_devstack.bench import Run, decided_of, drive_vegeta, vegeta_rate
 
 
 @pytest.mark.parametrize(
@@ -50,3 +50,24 @@ async def test_a_failed_vegeta_ends_the_run(
         await drive_vegeta(
             run(), "http://127.0.0.1:9", fake_vegeta(tmp_path, attack_exit, encode_exit)
         )
+
+
+@pytest.mark.parametrize(
+    ("decided", "stored", "accepted", "shown"),
+    [
+        (100, 100, 100, "100/100 decided"),
+        (98, 100, 100, "98/100 decided"),
+        # The generator gave up on some requests that the API still stored and decided.
+        (
+            120,
+            120,
+            100,
+            "120/120 stored decided; 100 answered 202 in time, the rest stored after the"
+            " generator gave up on them",
+        ),
+        # A 202 whose application is not in the database: lost, and said so.
+        (99, 99, 100, "99/100 decided; only 99 of the 202s stored"),
+    ],
+)
+def test_decided_of(decided: int, stored: int, accepted: int, shown: str) -> None:
+    assert decided_of({"decided": decided, "stored": stored, "accepted": accepted}) == shown
