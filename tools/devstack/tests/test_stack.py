@@ -13,6 +13,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import psutil
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy.engine import make_url
@@ -309,10 +310,29 @@ def test_postgres_is_not_taken_for_a_process_that_reused_its_pid(
     left_over.data.mkdir(parents=True)
     with subprocess.Popen(["sleep", "30"], cwd=tmp_path) as other:
         try:
-            (left_over.data / "postmaster.pid").write_text(f"{other.pid}\n{left_over.data}\n")
+            # As PostgreSQL writes it: pid, data directory, start time (here the other's).
+            started = int(psutil.Process(other.pid).create_time())
+            (left_over.data / "postmaster.pid").write_text(
+                f"{other.pid}\n{left_over.data}\n{started}\n"
+            )
             assert left_over.pid() is None
         finally:
             other.kill()
+
+
+@pytest.mark.parametrize("second_field", ["", "1795876561.57", "None"])
+def test_a_pid_file_without_an_identity_is_read_by_its_pid(
+    tmp_path: Path, second_field: str
+) -> None:
+    """Pid files written before identities (a pid alone, or the start times and "None"
+    that an earlier version wrote) still name their running process."""
+    pid_file = tmp_path / "svc.pid"
+    with subprocess.Popen(["sleep", "30"]) as running:
+        try:
+            pid_file.write_text(f"{running.pid} {second_field}".rstrip() + "\n")
+            assert read_pid(pid_file) == running.pid
+        finally:
+            running.kill()
 
 
 def test_spawn_records_the_identity_that_read_pid_checks(tmp_path: Path) -> None:

@@ -104,10 +104,14 @@ class Postgres:
         if not pid_alive(pid):
             return None
         try:
-            same = Path(psutil.Process(pid).cwd()).resolve() == self.data.resolve()
-        except psutil.AccessDenied:
-            same = True  # another user's process: as before, trust the pid
-        except psutil.Error:
+            process = psutil.Process(pid)
+            try:
+                same = Path(process.cwd()).resolve() == self.data.resolve()
+            except psutil.AccessDenied:
+                # Not ours to inspect (say, root in a container without ptrace rights, the
+                # server running as postgres): its owner must be the data directory's.
+                same = process.uids().real == self.data.stat().st_uid
+        except (psutil.Error, OSError):
             same = False
         return pid if same else None
 
@@ -204,8 +208,13 @@ class Postgres:
     def stop(self) -> None:
         if not self.pid():
             return
+        try:
+            bindir = find_bindir(self.data)
+        except StackError:  # its version's binaries are gone: stop it by signal
+            self.kill()
+            return
         self._run(
-            str(find_bindir(self.data) / "pg_ctl"),
+            str(bindir / "pg_ctl"),
             "-D",
             str(self.data),
             "-m",

@@ -49,7 +49,7 @@ def read_pid(pid_file: Path) -> int | None:
         pid = int(fields[0])
     except (OSError, ValueError, IndexError):
         return None
-    recorded = fields[1] if len(fields) > 1 else None
+    recorded = fields[1] if len(fields) > 1 and ":" in fields[1] else None  # else: pid only
     if pid_alive(pid) and (recorded is None or identity(pid) == recorded):
         return pid
     pid_file.unlink(missing_ok=True)
