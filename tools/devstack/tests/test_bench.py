@@ -17,6 +17,7 @@ from prequal_devstack.bench import Run, decided_of, drive_vegeta, vegeta_rate
         (2.5, "2500/1000s"),  # not 2/1s: a fractional rate kept
         (0.4, "1/2.5s"),  # not 0/1s, which vegeta takes as "no limit"
         (0.0001, "1/10000s"),
+        (1e-9, "1/1000000000s"),  # not 1/1e+09s, which is no Go duration
         (1.0015, "1002/1000s"),
     ],
 )
