@@ -204,12 +204,13 @@ async def replay(
     does not return it again; the letters must then be in offset order within each partition.
     """
     producer = create_producer(settings, client_id="prequal-dlq")
-    marker = None if done_in_group is None else _dlq_reader(settings, group=done_in_group)
+    marker: AIOKafkaConsumer | None = None
     replayed: list[DeadLetter] = []
     async with contextlib.AsyncExitStack() as resources:
         resources.push_async_callback(producer.stop)  # closes it too if start() fails
         await producer.start()
-        if marker is not None:
+        if done_in_group is not None:
+            marker = _dlq_reader(settings, group=done_in_group)
             resources.push_async_callback(stop_consumer, marker)
             await marker.start()
             await _assign_dlq(marker, settings.topic_dlq)
