@@ -277,6 +277,69 @@ async def test_the_sweep_leaves_alone_events_the_fast_path_waits_on(
         assert await poll_until(unpublished_are(scratch_outbox, 0), timeout_s=5)
 
 
+async def test_another_processs_sweep_leaves_alone_events_this_one_still_holds(
+    scratch_outbox: AsyncEngine,
+) -> None:
+    """Two API processes: the one whose producer still holds an event unacknowledged holds
+    it in the outbox too, and the other's sweep leaves it alone past the grace period (it
+    used to claim it, send a copy and wait on it)."""
+    stuck = stuck_message()
+    holder, other = StuckPartitionProducer(), FakeProducer()
+    relay = relay_for(scratch_outbox, holder, sweep_interval_s=0.1)
+    async with running(relay):
+        assert await poll_until(holder.has_started)
+        relay.publish_soon([stuck])
+
+        async def stuck_sent() -> bool:
+            return b"stuck" in holder.sent
+
+        assert await poll_until(stuck_sent, timeout_s=5, interval_s=0.01)
+        # Its row, committed minutes ago (past the grace period), and one nobody sent: once
+        # that one is published, the holder has swept since the row was there.
+        await add_events(scratch_outbox, [stuck], minutes_ago=2)
+        await add_backlog(scratch_outbox, 1)
+        assert await poll_until(unpublished_are(scratch_outbox, 1), timeout_s=5)
+
+        async with running(relay_for(scratch_outbox, other, sweep_interval_s=0.1)):
+            await asyncio.sleep(0.5)  # a few sweeps of both
+            assert b"stuck" not in other.sent
+            assert holder.sent.count(b"stuck") == 1
+    # The holder stopped with it still unacknowledged: it lets go, and the other takes it.
+    async with running(relay_for(scratch_outbox, other, sweep_interval_s=0.1)):
+        assert await poll_until(unpublished_are(scratch_outbox, 0), timeout_s=5)
+    assert other.sent.count(b"stuck") == 1
+
+
+async def test_an_event_held_and_then_refused_is_swept_again_at_once(
+    scratch_outbox: AsyncEngine,
+) -> None:
+    """Once Kafka refuses it, the hold on an event goes: the next sweep, not one a minute
+    later, sends it again."""
+    stuck = stuck_message()
+    producer = StuckPartitionProducer()
+    relay = relay_for(scratch_outbox, producer, sweep_interval_s=0.1)
+    async with running(relay):
+        assert await poll_until(producer.has_started)
+        relay.publish_soon([stuck])
+
+        def sent_times(n: int) -> Callable[[], Awaitable[bool]]:
+            async def check() -> bool:
+                return producer.sent.count(b"stuck") == n
+
+            return check
+
+        assert await poll_until(sent_times(1), timeout_s=5, interval_s=0.01)
+        await add_events(scratch_outbox, [stuck], minutes_ago=2)
+        await add_backlog(scratch_outbox, 1)
+        assert await poll_until(unpublished_are(scratch_outbox, 1), timeout_s=5)  # held now
+        assert producer.stuck_ack is not None
+        producer.stuck_ack.set_exception(KafkaTimeoutError())  # the producer gives up
+
+        assert await poll_until(sent_times(2), timeout_s=5, interval_s=0.05)
+        producer.stuck_ack.set_result(None)  # the copy goes through
+        assert await poll_until(unpublished_are(scratch_outbox, 0), timeout_s=5)
+
+
 async def test_the_fast_path_keeps_a_bounded_number_of_events_in_memory(
     scratch_outbox: AsyncEngine,
 ) -> None:

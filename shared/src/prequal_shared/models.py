@@ -90,6 +90,9 @@ class OutboxEvent(Base):
     headers: Mapped[dict[str, Any]] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Set by a relay whose producer holds the event unacknowledged: other relays' sweeps
+    # leave it alone until then.
+    held_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class ProcessedEvent(Base):

@@ -8,9 +8,10 @@ unpublished after a grace period (the fast path failed, Kafka was down, the proc
 before publishing) are claimed with `FOR UPDATE SKIP LOCKED`, sent, and those acknowledged
 marked. An event the producer holds unacknowledged (Kafka away, or its partition unwritable
 for a while) is marked when Kafka takes it, and the sweep leaves it alone meanwhile: sending
-it again through the same producer would only queue a copy behind it. Several API processes
-can relay side by side; a rare double publication is harmless because consumers recognise
-events by id.
+it again through the same producer would only queue a copy behind it, and the relay writes
+a hold on it in the outbox (`held_until`) so that other API processes' sweeps leave it alone
+too. Several API processes can relay side by side; a rare double publication is harmless
+because consumers recognise events by id.
 """
 
 from __future__ import annotations
@@ -39,6 +40,14 @@ log = structlog.stdlib.get_logger(__name__)
 
 SWEEP_GRACE_S = 5.0
 """An event is left to the fast path for this long before the sweep takes it over."""
+
+HOLD_AFTER_S = 1.0
+"""An event the producer still holds this long after its commit is held in the outbox too
+(`held_until`), so that other API processes' sweeps leave it alone."""
+
+HOLD_FOR_S = 60.0
+"""How long such a hold lasts; each sweep renews it (sweeps are at most a sweep's wait and
+a back-off apart, 25 s). A process that died with events in hand lets go of them after this."""
 
 SWEEP_ACK_TIMEOUT_S = 15.0
 """A sweep waits this long for acknowledgements, then marks what was acknowledged, ends its
@@ -123,6 +132,11 @@ class OutboxRelay:
                         await asyncio.wait(waiting)
                     await asyncio.sleep(0)  # the callbacks of those just settled
                     await self._settled.join()
+            with contextlib.suppress(Exception):  # or their holds lapse after HOLD_FOR_S
+                async with asyncio.timeout(1):
+                    if held := [i for i, ack in self._unsettled.items() if not ack.done()]:
+                        async with self._statements.connect() as conn:
+                            await repository.release(conn, held)
             confirmer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await confirmer
@@ -198,21 +212,24 @@ class OutboxRelay:
             while not self._settled.empty():
                 ready.append(self._settled.get_nowait())
             acknowledged: list[OutboxMessage] = []
-            failed: list[BaseException | str] = []
+            failed: list[tuple[OutboxMessage, BaseException | str]] = []
             for message, ack in ready:
                 error = "cancelled" if ack.cancelled() else ack.exception()
                 if error is None:
                     acknowledged.append(message)
                 else:
-                    failed.append(error)
+                    failed.append((message, error))
             if failed:
                 log.warning(
                     "publish not acknowledged; the sweep will retry",
                     count=len(failed),
-                    error=repr(failed[0]),
+                    error=repr(failed[0][1]),
                 )
                 OUTBOX_LEFT_TO_SWEEP.inc(len(failed))
             try:
+                if failed:  # a hold written on them would keep every sweep off for a while
+                    async with self._statements.connect() as conn:
+                        await repository.release(conn, [m.event_id for m, _ in failed])
                 if acknowledged:
                     async with self._statements.connect() as conn:
                         await repository.mark_published(conn, [m.event_id for m in acknowledged])
@@ -237,6 +254,13 @@ class OutboxRelay:
             for topic, since in self._topics_missing.items()
             if now - since < MISSING_TOPIC_RECHECK_S
         ]
+        if self._unsettled:
+            # Those the producer still holds: this sweep skips them (below), and other API
+            # processes' sweeps too, through the outbox.
+            async with self._statements.connect() as conn:
+                await repository.hold(
+                    conn, list(self._unsettled), older_than_s=HOLD_AFTER_S, for_s=HOLD_FOR_S
+                )
         async with self._sessions.begin() as session:
             # Not those the fast path still waits on: sent already, and one that Kafka cannot
             # take yet (its partition unwritable for a while) would hold up the sweep.

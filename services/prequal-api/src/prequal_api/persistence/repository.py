@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import bindparam, func, select, text, update
+from sqlalchemy import Interval, bindparam, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -106,8 +106,8 @@ async def claim_unpublished(
     skip_ids: Sequence[uuid.UUID] = (),
 ) -> list[OutboxMessage]:
     """Lock a batch of events still unpublished after `older_than_s` (the fast path had its
-    chance), except those for `skip_topics` and those in `skip_ids`; other relays skip locked
-    rows instead of waiting for them."""
+    chance), except those for `skip_topics`, those in `skip_ids` and those another relay holds
+    (`hold`); other relays skip locked rows instead of waiting for them."""
     query = (
         select(
             OutboxEvent.event_id,
@@ -119,6 +119,7 @@ async def claim_unpublished(
         .where(
             OutboxEvent.published_at.is_(None),
             OutboxEvent.created_at < func.now() - timedelta(seconds=older_than_s),
+            or_(OutboxEvent.held_until.is_(None), OutboxEvent.held_until < func.now()),
         )
         .order_by(OutboxEvent.created_at)
         .limit(limit)
@@ -132,6 +133,45 @@ async def claim_unpublished(
         )
     rows = await session.execute(query)
     return [OutboxMessage(*row) for row in rows]
+
+
+_HOLD = (
+    update(OutboxEvent)
+    .where(OutboxEvent.event_id == func.any(bindparam("ids", type_=_UUIDS)))
+    .where(OutboxEvent.published_at.is_(None))
+    # Not those the fast path sent a moment ago, acknowledged within milliseconds as a rule:
+    # only those past `older_than_s`, nearing the sweeps' grace period.
+    .where(OutboxEvent.created_at < func.now() - bindparam("older_than", type_=Interval))
+    .values(held_until=func.now() + bindparam("hold", type_=Interval))
+)
+
+
+async def hold(
+    conn: AsyncConnection, event_ids: list[uuid.UUID], *, older_than_s: float, for_s: float
+) -> None:
+    """Keep other relays' sweeps off these events for `for_s`: this relay's producer still
+    holds them, unacknowledged."""
+    await conn.execute(
+        _HOLD,
+        {
+            "ids": event_ids,
+            "older_than": timedelta(seconds=older_than_s),
+            "hold": timedelta(seconds=for_s),
+        },
+    )
+
+
+_RELEASE = (
+    update(OutboxEvent)
+    .where(OutboxEvent.event_id == func.any(bindparam("ids", type_=_UUIDS)))
+    .where(OutboxEvent.held_until.is_not(None))
+    .values(held_until=None)
+)
+
+
+async def release(conn: AsyncConnection, event_ids: list[uuid.UUID]) -> None:
+    """Let any relay's sweep take these events again: the producer gave up on them."""
+    await conn.execute(_RELEASE, {"ids": event_ids})
 
 
 _MARK_PUBLISHED = (
