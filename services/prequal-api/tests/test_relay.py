@@ -331,7 +331,12 @@ async def test_an_event_held_and_then_refused_is_swept_again_at_once(
         assert await poll_until(sent_times(1), timeout_s=5, interval_s=0.01)
         await add_events(scratch_outbox, [stuck], minutes_ago=2)
         await add_backlog(scratch_outbox, 1)
-        assert await poll_until(unpublished_are(scratch_outbox, 1), timeout_s=5)  # held now
+        assert await poll_until(unpublished_are(scratch_outbox, 1), timeout_s=5)
+        async with scratch_outbox.connect() as conn:
+            held = await conn.scalar(
+                text("SELECT held_until > now() FROM outbox WHERE payload = 'stuck'")
+            )
+        assert held  # as the other processes see it
         assert producer.stuck_ack is not None
         producer.stuck_ack.set_exception(KafkaTimeoutError())  # the producer gives up
 

@@ -91,7 +91,7 @@ class OutboxEvent(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Set by a relay whose producer holds the event unacknowledged: other relays' sweeps
-    # leave it alone until then.
+    # leave it alone until then (and it stays as it was once the event is published).
     held_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 

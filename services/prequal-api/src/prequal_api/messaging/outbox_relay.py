@@ -46,8 +46,9 @@ HOLD_AFTER_S = 1.0
 (`held_until`), so that other API processes' sweeps leave it alone."""
 
 HOLD_FOR_S = 60.0
-"""How long such a hold lasts; each sweep renews it (sweeps are at most a sweep's wait and
-a back-off apart, 25 s). A process that died with events in hand lets go of them after this."""
+"""How long such a hold lasts. The relay renews it, once a sweep interval, while the event is
+in hand (sweeps are at most a sweep's wait and a back-off apart, 25 s, and a long prune
+renews it too); a relay that died with events in hand lets go of them after this."""
 
 SWEEP_ACK_TIMEOUT_S = 15.0
 """A sweep waits this long for acknowledgements, then marks what was acknowledged, ends its
@@ -86,6 +87,9 @@ class OutboxRelay:
         # leaves them alone. Each is queued for `_confirm` when Kafka has answered for it, in
         # the order they settle, not the order they were sent.
         self._unsettled: dict[uuid.UUID, asyncio.Future[Any]] = {}
+        # A hold must not be written after the release of an event refused meanwhile.
+        self._holds = asyncio.Lock()
+        self._holds_renewed = -math.inf
         self._settled: asyncio.Queue[tuple[OutboxMessage, asyncio.Future[Any]]] = asyncio.Queue()
         self._wake = asyncio.Event()
         self._producer_started = False
@@ -133,10 +137,10 @@ class OutboxRelay:
                     await asyncio.sleep(0)  # the callbacks of those just settled
                     await self._settled.join()
             with contextlib.suppress(Exception):  # or their holds lapse after HOLD_FOR_S
-                async with asyncio.timeout(1):
-                    if held := [i for i, ack in self._unsettled.items() if not ack.done()]:
+                async with asyncio.timeout(1), self._holds:
+                    if self._unsettled:  # an acknowledged one released: a harmless duplicate
                         async with self._statements.connect() as conn:
-                            await repository.release(conn, held)
+                            await repository.release(conn, list(self._unsettled))
             confirmer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await confirmer
@@ -162,6 +166,7 @@ class OutboxRelay:
                     # meanwhile still goes out at once.
                     while await self.prune() == self._batch_size and not stop.is_set():
                         await self._publish_queued()
+                        await self._renew_holds()
                 failures = 0
             except Exception as exc:
                 if not is_transient(exc):
@@ -228,8 +233,11 @@ class OutboxRelay:
                 OUTBOX_LEFT_TO_SWEEP.inc(len(failed))
             try:
                 if failed:  # a hold written on them would keep every sweep off for a while
-                    async with self._statements.connect() as conn:
+                    async with self._holds, self._statements.connect() as conn:
                         await repository.release(conn, [m.event_id for m, _ in failed])
+            except Exception as exc:
+                log.warning("could not release held events", error=repr(exc))
+            try:
                 if acknowledged:
                     async with self._statements.connect() as conn:
                         await repository.mark_published(conn, [m.event_id for m in acknowledged])
@@ -254,13 +262,7 @@ class OutboxRelay:
             for topic, since in self._topics_missing.items()
             if now - since < MISSING_TOPIC_RECHECK_S
         ]
-        if self._unsettled:
-            # Those the producer still holds: this sweep skips them (below), and other API
-            # processes' sweeps too, through the outbox.
-            async with self._statements.connect() as conn:
-                await repository.hold(
-                    conn, list(self._unsettled), older_than_s=HOLD_AFTER_S, for_s=HOLD_FOR_S
-                )
+        await self._renew_holds()
         async with self._sessions.begin() as session:
             # Not those the fast path still waits on: sent already, and one that Kafka cannot
             # take yet (its partition unwritable for a while) would hold up the sweep.
@@ -304,6 +306,20 @@ class OutboxRelay:
             self._topics_seen -= {message.topic for message in messages}
             raise error
         return len(claimed)
+
+    async def _renew_holds(self) -> None:
+        """Hold in the outbox the events the producer still has, once a sweep interval: this
+        relay's sweep skips them anyway, and other API processes' sweeps leave them alone."""
+        if time.monotonic() - self._holds_renewed < self._sweep_interval_s:
+            return
+        async with self._holds:
+            self._holds_renewed = time.monotonic()
+            in_hand = [event_id for event_id, ack in self._unsettled.items() if not ack.done()]
+            if in_hand:
+                async with self._statements.connect() as conn:
+                    await repository.hold(
+                        conn, in_hand, older_than_s=HOLD_AFTER_S, for_s=HOLD_FOR_S
+                    )
 
     def _sort_out(
         self, messages: list[OutboxMessage], acks: list[asyncio.Future[Any]]

@@ -135,14 +135,21 @@ async def claim_unpublished(
     return [OutboxMessage(*row) for row in rows]
 
 
-_HOLD = (
-    update(OutboxEvent)
-    .where(OutboxEvent.event_id == func.any(bindparam("ids", type_=_UUIDS)))
-    .where(OutboxEvent.published_at.is_(None))
+_HOLD = text(
+    "UPDATE outbox SET held_until = now() + :hold WHERE event_id IN ("
+    " SELECT event_id FROM outbox WHERE event_id = ANY(:ids) AND published_at IS NULL"
     # Not those the fast path sent a moment ago, acknowledged within milliseconds as a rule:
-    # only those past `older_than_s`, nearing the sweeps' grace period.
-    .where(OutboxEvent.created_at < func.now() - bindparam("older_than", type_=Interval))
-    .values(held_until=func.now() + bindparam("hold", type_=Interval))
+    # only those past `older_than`, nearing the sweeps' grace period.
+    " AND created_at < now() - :older_than"
+    # A hold with over half its time left is not written again: a long outage would otherwise
+    # rewrite every held row at every sweep.
+    " AND (held_until IS NULL OR held_until < now() + :hold / 2)"
+    # Another relay's sweep may have claimed one (its hold came late): not waited for.
+    " FOR UPDATE SKIP LOCKED)"
+).bindparams(
+    bindparam("ids", type_=_UUIDS),
+    bindparam("older_than", type_=Interval),
+    bindparam("hold", type_=Interval),
 )
 
 
