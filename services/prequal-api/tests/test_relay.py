@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from prequal_api.messaging import outbox_relay
 from prequal_api.messaging.outbox_relay import MAX_QUEUED_BATCHES, OutboxRelay
+from prequal_api.persistence import repository
 from prequal_api.persistence.repository import OutboxMessage, mark_published
 from prequal_devstack.testing import StackInfo, TopicFactory, poll_until, read_topic
 from prequal_shared.config import CommonSettings
@@ -310,11 +311,24 @@ async def test_another_processs_sweep_leaves_alone_events_this_one_still_holds(
     assert other.sent.count(b"stuck") == 1
 
 
+@pytest.mark.parametrize("release_fails_first", [False, True])
 async def test_an_event_held_and_then_refused_is_swept_again_at_once(
-    scratch_outbox: AsyncEngine,
+    scratch_outbox: AsyncEngine, monkeypatch: pytest.MonkeyPatch, release_fails_first: bool
 ) -> None:
     """Once Kafka refuses it, the hold on an event goes: the next sweep, not one a minute
-    later, sends it again."""
+    later, sends it again; also when the database was away at the first try to release it."""
+    if release_fails_first:
+        release = repository.release
+        calls = 0
+
+        async def release_after_a_failure(conn: Any, event_ids: list[uuid.UUID]) -> None:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise OSError("connection refused")  # PostgreSQL away for a moment
+            await release(conn, event_ids)
+
+        monkeypatch.setattr(repository, "release", release_after_a_failure)
     stuck = stuck_message()
     producer = StuckPartitionProducer()
     relay = relay_for(scratch_outbox, producer, sweep_interval_s=0.1)

@@ -90,6 +90,7 @@ class OutboxRelay:
         # A hold must not be written after the release of an event refused meanwhile.
         self._holds = asyncio.Lock()
         self._holds_renewed = -math.inf
+        self._unreleased: set[uuid.UUID] = set()  # refused, their release failed: again
         self._settled: asyncio.Queue[tuple[OutboxMessage, asyncio.Future[Any]]] = asyncio.Queue()
         self._wake = asyncio.Event()
         self._producer_started = False
@@ -138,9 +139,10 @@ class OutboxRelay:
                     await self._settled.join()
             with contextlib.suppress(Exception):  # or their holds lapse after HOLD_FOR_S
                 async with asyncio.timeout(1), self._holds:
-                    if self._unsettled:  # an acknowledged one released: a harmless duplicate
+                    # An acknowledged one released too: at worst a harmless duplicate.
+                    if in_hand := [*self._unsettled, *self._unreleased]:
                         async with self._statements.connect() as conn:
-                            await repository.release(conn, list(self._unsettled))
+                            await repository.release(conn, in_hand)
             confirmer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await confirmer
@@ -231,12 +233,14 @@ class OutboxRelay:
                     error=repr(failed[0][1]),
                 )
                 OUTBOX_LEFT_TO_SWEEP.inc(len(failed))
-            try:
-                if failed:  # a hold written on them would keep every sweep off for a while
+            if failed:  # a hold written on them would keep every sweep off for a while
+                refused = [m.event_id for m, _ in failed]
+                try:
                     async with self._holds, self._statements.connect() as conn:
-                        await repository.release(conn, [m.event_id for m, _ in failed])
-            except Exception as exc:
-                log.warning("could not release held events", error=repr(exc))
+                        await repository.release(conn, refused)
+                except Exception as exc:
+                    log.warning("could not release held events yet", error=repr(exc))
+                    self._unreleased.update(refused)  # the next renewal releases them
             try:
                 if acknowledged:
                     async with self._statements.connect() as conn:
@@ -263,7 +267,7 @@ class OutboxRelay:
             if now - since < MISSING_TOPIC_RECHECK_S
         ]
         await self._renew_holds()
-        async with self._sessions.begin() as session:
+        async with contextlib.AsyncExitStack() as holding, self._sessions.begin() as session:
             # Not those the fast path still waits on: sent already, and one that Kafka cannot
             # take yet (its partition unwritable for a while) would hold up the sweep.
             claimed = await repository.claim_unpublished(
@@ -295,6 +299,15 @@ class OutboxRelay:
                 raise
             acknowledged = self._sort_out(messages, acks)
             await repository.mark_published(session, [m.event_id for m in acknowledged])
+            sent = zip(messages, acks, strict=False)  # acks end where a send was refused
+            if pending := [m.event_id for m, ack in sent if not ack.done()]:
+                # Followed up now: held from this commit on, not from the next renewal (other
+                # processes could claim them meanwhile). The lock until the commit: a release
+                # of one refused meanwhile must come after it.
+                await holding.enter_async_context(self._holds)
+                await repository.hold(
+                    await session.connection(), pending, older_than_s=0, for_s=HOLD_FOR_S
+                )
         OUTBOX_PUBLISHED.inc(len(acknowledged))
         if acknowledged:
             log.info("outbox sweep published events", count=len(acknowledged))
@@ -309,10 +322,18 @@ class OutboxRelay:
 
     async def _renew_holds(self) -> None:
         """Hold in the outbox the events the producer still has, once a sweep interval: this
-        relay's sweep skips them anyway, and other API processes' sweeps leave them alone."""
-        if time.monotonic() - self._holds_renewed < self._sweep_interval_s:
+        relay's sweep skips them anyway, and other API processes' sweeps leave them alone.
+        First, release those Kafka refused whose release failed (the database was away)."""
+        due = time.monotonic() - self._holds_renewed >= self._sweep_interval_s
+        if not (due or self._unreleased):
             return
         async with self._holds:
+            if self._unreleased:
+                async with self._statements.connect() as conn:
+                    await repository.release(conn, list(self._unreleased))
+                self._unreleased.clear()
+            if not due:
+                return
             self._holds_renewed = time.monotonic()
             in_hand = [event_id for event_id, ack in self._unsettled.items() if not ack.done()]
             if in_hand:

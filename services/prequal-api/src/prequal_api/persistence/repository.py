@@ -168,12 +168,13 @@ async def hold(
     )
 
 
-_RELEASE = (
-    update(OutboxEvent)
-    .where(OutboxEvent.event_id == func.any(bindparam("ids", type_=_UUIDS)))
-    .where(OutboxEvent.held_until.is_not(None))
-    .values(held_until=None)
-)
+_RELEASE = text(
+    "UPDATE outbox SET held_until = NULL WHERE event_id IN ("
+    " SELECT event_id FROM outbox WHERE event_id = ANY(:ids) AND published_at IS NULL"
+    " AND held_until IS NOT NULL"
+    # One another relay has claimed is being swept already: not waited for.
+    " FOR UPDATE SKIP LOCKED)"
+).bindparams(bindparam("ids", type_=_UUIDS))
 
 
 async def release(conn: AsyncConnection, event_ids: list[uuid.UUID]) -> None:
