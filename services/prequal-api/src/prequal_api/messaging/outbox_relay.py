@@ -328,10 +328,11 @@ class OutboxRelay:
         if not (due or self._unreleased):
             return
         async with self._holds:
-            if self._unreleased:
+            # Not one sent again since (a sweep took it back): its new hold is live.
+            if unreleased := [i for i in self._unreleased if i not in self._unsettled]:
                 async with self._statements.connect() as conn:
-                    await repository.release(conn, list(self._unreleased))
-                self._unreleased.clear()
+                    await repository.release(conn, unreleased)
+            self._unreleased.clear()
             if not due:
                 return
             self._holds_renewed = time.monotonic()

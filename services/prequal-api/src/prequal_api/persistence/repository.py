@@ -136,7 +136,8 @@ async def claim_unpublished(
 
 
 _HOLD = text(
-    "UPDATE outbox SET held_until = now() + :hold WHERE event_id IN ("
+    # From now, not from the transaction's start: a sweep may commit its hold 15 s after.
+    "UPDATE outbox SET held_until = clock_timestamp() + :hold WHERE event_id IN ("
     " SELECT event_id FROM outbox WHERE event_id = ANY(:ids) AND published_at IS NULL"
     # Not those the fast path sent a moment ago, acknowledged within milliseconds as a rule:
     # only those past `older_than`, nearing the sweeps' grace period.
