@@ -247,29 +247,37 @@ async def test_an_event_is_marked_published_when_acknowledged_whatever_was_sent_
     assert producer.sent == [b"stuck", b"fresh-0", b"fresh-1", b"fresh-2"]
 
 
-async def test_the_sweep_leaves_alone_events_the_fast_path_waits_on(
-    scratch_outbox: AsyncEngine,
-) -> None:
-    """An event sent by the fast path and not yet acknowledged is not the sweep's: sending it
-    again is a duplicate, and its acknowledgement may be long in coming (a stuck partition),
-    which would hold up the sweep of everything behind it."""
-    stuck = stuck_message()
+@contextlib.asynccontextmanager
+async def holding_a_stuck_event(
+    outbox: AsyncEngine,
+) -> AsyncIterator[tuple[OutboxRelay, StuckPartitionProducer]]:
+    """A running relay whose producer holds an event unacknowledged, its row committed
+    minutes ago (past the sweep's grace; the fast path sent it only now), and swept since:
+    an event the fast path never had, newer, is published by then."""
     producer = StuckPartitionProducer()
-    relay = relay_for(scratch_outbox, producer, sweep_interval_s=0.1)
+    relay = relay_for(outbox, producer, sweep_interval_s=0.1)
     async with running(relay):
         assert await poll_until(producer.has_started)
+        stuck = stuck_message()
         relay.publish_soon([stuck])
 
         async def stuck_sent() -> bool:
             return b"stuck" in producer.sent
 
         assert await poll_until(stuck_sent, timeout_s=5, interval_s=0.01)
-        # Its row, as if committed minutes ago (past the sweep's grace; the fast path sent
-        # it only now), and an event the fast path never had, newer.
-        await add_events(scratch_outbox, [stuck], minutes_ago=2)
-        await add_backlog(scratch_outbox, 1)
+        await add_events(outbox, [stuck], minutes_ago=2)
+        await add_backlog(outbox, 1)
+        assert await poll_until(unpublished_are(outbox, 1), timeout_s=5)  # the stuck one
+        yield relay, producer
 
-        assert await poll_until(unpublished_are(scratch_outbox, 1), timeout_s=5)  # the stuck one
+
+async def test_the_sweep_leaves_alone_events_the_fast_path_waits_on(
+    scratch_outbox: AsyncEngine,
+) -> None:
+    """An event sent by the fast path and not yet acknowledged is not the sweep's: sending it
+    again is a duplicate, and its acknowledgement may be long in coming (a stuck partition),
+    which would hold up the sweep of everything behind it."""
+    async with holding_a_stuck_event(scratch_outbox) as (_, producer):
         await asyncio.sleep(0.3)  # a few more sweeps
         assert producer.sent.count(b"stuck") == 1
         assert producer.stuck_ack is not None
@@ -284,27 +292,14 @@ async def test_another_processs_sweep_leaves_alone_events_this_one_still_holds(
     """Two API processes: the one whose producer still holds an event unacknowledged holds
     it in the outbox too, and the other's sweep leaves it alone past the grace period (it
     used to claim it, send a copy and wait on it)."""
-    stuck = stuck_message()
-    holder, other = StuckPartitionProducer(), FakeProducer()
-    relay = relay_for(scratch_outbox, holder, sweep_interval_s=0.1)
-    async with running(relay):
-        assert await poll_until(holder.has_started)
-        relay.publish_soon([stuck])
-
-        async def stuck_sent() -> bool:
-            return b"stuck" in holder.sent
-
-        assert await poll_until(stuck_sent, timeout_s=5, interval_s=0.01)
-        # Its row, committed minutes ago (past the grace period), and one nobody sent: once
-        # that one is published, the holder has swept since the row was there.
-        await add_events(scratch_outbox, [stuck], minutes_ago=2)
-        await add_backlog(scratch_outbox, 1)
-        assert await poll_until(unpublished_are(scratch_outbox, 1), timeout_s=5)
-
-        async with running(relay_for(scratch_outbox, other, sweep_interval_s=0.1)):
-            await asyncio.sleep(0.5)  # a few sweeps of both
-            assert b"stuck" not in other.sent
-            assert holder.sent.count(b"stuck") == 1
+    other = FakeProducer()
+    async with (
+        holding_a_stuck_event(scratch_outbox) as (_, holder),
+        running(relay_for(scratch_outbox, other, sweep_interval_s=0.1)),
+    ):
+        await asyncio.sleep(0.5)  # a few sweeps of both
+        assert b"stuck" not in other.sent
+        assert holder.sent.count(b"stuck") == 1
     # The holder stopped with it still unacknowledged: it lets go, and the other takes it.
     async with running(relay_for(scratch_outbox, other, sweep_interval_s=0.1)):
         assert await poll_until(unpublished_are(scratch_outbox, 0), timeout_s=5)
@@ -329,12 +324,7 @@ async def test_an_event_held_and_then_refused_is_swept_again_at_once(
             await release(conn, event_ids)
 
         monkeypatch.setattr(repository, "release", release_after_a_failure)
-    stuck = stuck_message()
-    producer = StuckPartitionProducer()
-    relay = relay_for(scratch_outbox, producer, sweep_interval_s=0.1)
-    async with running(relay):
-        assert await poll_until(producer.has_started)
-        relay.publish_soon([stuck])
+    async with holding_a_stuck_event(scratch_outbox) as (_, producer):
 
         def sent_times(n: int) -> Callable[[], Awaitable[bool]]:
             async def check() -> bool:
@@ -342,10 +332,6 @@ async def test_an_event_held_and_then_refused_is_swept_again_at_once(
 
             return check
 
-        assert await poll_until(sent_times(1), timeout_s=5, interval_s=0.01)
-        await add_events(scratch_outbox, [stuck], minutes_ago=2)
-        await add_backlog(scratch_outbox, 1)
-        assert await poll_until(unpublished_are(scratch_outbox, 1), timeout_s=5)
         async with scratch_outbox.connect() as conn:
             held = await conn.scalar(
                 text("SELECT held_until > now() FROM outbox WHERE payload = 'stuck'")
