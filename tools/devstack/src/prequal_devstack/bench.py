@@ -188,6 +188,22 @@ def vegeta_rate(rate: float) -> str:
     return f"{round(rate * 1000)}/1000s"
 
 
+async def run_vegeta(vegeta: Path, command: str, *args: str) -> bytes:
+    """`vegeta COMMAND ARGS`: its output, or the run ends with its error."""
+    process = await asyncio.create_subprocess_exec(
+        str(vegeta),
+        command,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    output, errors = await process.communicate()
+    if process.returncode != 0:
+        msg = f"vegeta {command} failed ({process.returncode}): {errors.decode()[-1000:]}"
+        raise SystemExit(msg)
+    return output
+
+
 async def drive_vegeta(run: Run, api_url: str, vegeta: Path) -> float:
     """The same open-loop load from vegeta (another process, far cheaper per request than
     Python). Returns the CPU seconds vegeta used."""
@@ -206,8 +222,8 @@ async def drive_vegeta(run: Run, api_url: str, vegeta: Path) -> float:
                 out.write(json.dumps(target) + "\n")
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         run.started_wall = time.time()
-        attack = await asyncio.create_subprocess_exec(
-            str(vegeta),
+        await run_vegeta(
+            vegeta,
             "attack",
             "-format=json",
             f"-targets={targets}",
@@ -219,26 +235,9 @@ async def drive_vegeta(run: Run, api_url: str, vegeta: Path) -> float:
             # for one still counts its wait (vegeta times it from when it was due).
             f"-max-connections={run.concurrency}",
             f"-output={results}",
-            stderr=asyncio.subprocess.PIPE,
         )
-        _, attack_errors = await attack.communicate()
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        if attack.returncode != 0:
-            msg = f"vegeta attack failed ({attack.returncode}): {attack_errors.decode()[-1000:]}"
-            raise SystemExit(msg)
-        encode = await asyncio.create_subprocess_exec(
-            str(vegeta),
-            "encode",
-            "--to",
-            "csv",
-            str(results),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        output, encode_errors = await encode.communicate()
-        if encode.returncode != 0:
-            msg = f"vegeta encode failed ({encode.returncode}): {encode_errors.decode()[-1000:]}"
-            raise SystemExit(msg)
+        output = await run_vegeta(vegeta, "encode", "--to", "csv", str(results))
     start_ns: int | None = None
     for row in csv.reader(io.StringIO(output.decode())):
         sent_ns, code, latency_ns, error = int(row[0]), int(row[1]), int(row[2]), row[5]

@@ -16,14 +16,7 @@ import psutil
 
 from prequal_devstack.config import DB_NAME, DB_USER, StackConfig
 from prequal_devstack.errors import StackError
-from prequal_devstack.procs import (
-    kill,
-    pid_alive,
-    port_open,
-    rotate,
-    tail,
-    wait_until,
-)
+from prequal_devstack.procs import kill, pid_alive, port_open, rotate, tail, wait_until
 
 OS_USER_CANDIDATES = ("postgres", "prequal")
 
@@ -36,17 +29,19 @@ def find_bindir(data: Path | None = None) -> Path:
     candidates = sorted(
         glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name), reverse=True
     )
-    with contextlib.suppress(OSError):
-        if data is not None:
+    version = None
+    if data is not None:
+        with contextlib.suppress(OSError):
             version = (data / "PG_VERSION").read_text().strip()
-            own = f"/usr/lib/postgresql/{version}/bin"
-            if own not in candidates and candidates:
-                msg = (
-                    f"{data} was created by PostgreSQL {version}, whose server is not installed "
-                    f"(apt-get install -y postgresql-{version}); or remove .devstack to start over"
-                )
-                raise StackError(msg)
-            candidates = [own, *candidates]
+    if version is not None and candidates:
+        own = f"/usr/lib/postgresql/{version}/bin"
+        if own not in candidates:
+            msg = (
+                f"{data} was created by PostgreSQL {version}, whose server is not installed "
+                f"(apt-get install -y postgresql-{version}); or remove .devstack to start over"
+            )
+            raise StackError(msg)
+        candidates = [own, *candidates]
     for candidate in candidates:
         if (Path(candidate) / "postgres").exists():
             return Path(candidate)

@@ -233,7 +233,7 @@ class OutboxRelay:
                     error=repr(failed[0][1]),
                 )
                 OUTBOX_LEFT_TO_SWEEP.inc(len(failed))
-            if failed:  # a hold written on them would keep every sweep off for a while
+                # A hold written on them would keep every sweep off for a while.
                 refused = [m.event_id for m, _ in failed]
                 try:
                     async with self._holds, self._statements.connect() as conn:
@@ -297,10 +297,9 @@ class OutboxRelay:
                 for message, ack in zip(messages, acks, strict=False):
                     self._follow_up(message, ack)
                 raise
-            acknowledged = self._sort_out(messages, acks)
+            acknowledged, pending = self._sort_out(messages, acks)
             await repository.mark_published(session, [m.event_id for m in acknowledged])
-            sent = zip(messages, acks, strict=False)  # acks end where a send was refused
-            if pending := [m.event_id for m, ack in sent if not ack.done()]:
+            if pending:
                 # Followed up now: held from this commit on, not from the next renewal (other
                 # processes could claim them meanwhile). The lock until the commit: a release
                 # of one refused meanwhile must come after it.
@@ -345,18 +344,19 @@ class OutboxRelay:
 
     def _sort_out(
         self, messages: list[OutboxMessage], acks: list[asyncio.Future[Any]]
-    ) -> list[OutboxMessage]:
-        """The swept messages Kafka acknowledged. Those it has not answered yet (a partition
-        it cannot write to for a while) are followed up like the fast path's: marked when
-        acknowledged, and left alone by the next sweeps meanwhile. Those refused, or never
-        handed to the producer, are the next sweep's."""
-        acknowledged = []
+    ) -> tuple[list[OutboxMessage], list[uuid.UUID]]:
+        """The swept messages Kafka acknowledged, and the ids of those it has not answered yet
+        (a partition it cannot write to for a while): these are followed up like the fast
+        path's, marked when acknowledged and left alone by the next sweeps meanwhile. Those
+        refused, or never handed to the producer (`acks` ends there), are the next sweep's."""
+        acknowledged, pending = [], []
         for message, ack in zip(messages, acks, strict=False):
             if not ack.done():
                 self._follow_up(message, ack)
+                pending.append(message.event_id)
             elif not ack.cancelled() and ack.exception() is None:
                 acknowledged.append(message)
-        return acknowledged
+        return acknowledged, pending
 
     async def _publishable(self, messages: Sequence[OutboxMessage]) -> list[OutboxMessage]:
         """The messages whose topic Kafka has. aiokafka would wait for a missing topic until
