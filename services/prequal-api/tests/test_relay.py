@@ -252,8 +252,8 @@ async def holding_a_stuck_event(
     outbox: AsyncEngine,
 ) -> AsyncIterator[tuple[OutboxRelay, StuckPartitionProducer]]:
     """A running relay whose producer holds an event unacknowledged, its row committed
-    minutes ago (past the sweep's grace; the fast path sent it only now), and swept since:
-    an event the fast path never had, newer, is published by then."""
+    minutes ago (past the sweep's grace; the fast path sent it only now), and swept since
+    (an event the fast path never had, newer, is published by then); held in the outbox."""
     producer = StuckPartitionProducer()
     relay = relay_for(outbox, producer, sweep_interval_s=0.1)
     async with running(relay):
@@ -268,6 +268,18 @@ async def holding_a_stuck_event(
         await add_events(outbox, [stuck], minutes_ago=2)
         await add_backlog(outbox, 1)
         assert await poll_until(unpublished_are(outbox, 1), timeout_s=5)  # the stuck one
+
+        async def held() -> bool:  # as the other processes see it
+            async with outbox.connect() as conn:
+                return bool(
+                    await conn.scalar(
+                        text("SELECT held_until > now() FROM outbox WHERE payload = 'stuck'")
+                    )
+                )
+
+        # Not necessarily by the sweep that published the other: it may have renewed the
+        # holds before the stuck one's row was there.
+        assert await poll_until(held, timeout_s=5, interval_s=0.05)
         yield relay, producer
 
 
@@ -332,11 +344,6 @@ async def test_an_event_held_and_then_refused_is_swept_again_at_once(
 
             return check
 
-        async with scratch_outbox.connect() as conn:
-            held = await conn.scalar(
-                text("SELECT held_until > now() FROM outbox WHERE payload = 'stuck'")
-            )
-        assert held  # as the other processes see it
         assert producer.stuck_ack is not None
         producer.stuck_ack.set_exception(KafkaTimeoutError())  # the producer gives up
 
