@@ -352,6 +352,41 @@ async def test_an_event_held_and_then_refused_is_swept_again_at_once(
         assert await poll_until(unpublished_are(scratch_outbox, 0), timeout_s=5)
 
 
+async def test_a_swept_event_refused_while_its_sweep_commits_is_not_left_held(
+    scratch_outbox: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweep gave up waiting on an event and follows it up; Kafka refuses it while the
+    sweep's transaction is still open. Its release cannot touch the row the sweep has locked,
+    so the sweep must not hold it afterwards: nothing would renew or release that hold, and
+    every relay would leave the event alone for a minute."""
+    monkeypatch.setattr(outbox_relay, "SWEEP_ACK_TIMEOUT_S", 0.3)
+    stuck = stuck_message()
+    await add_events(scratch_outbox, [stuck], minutes_ago=1)
+    producer = StuckPartitionProducer()
+    mark = repository.mark_published
+    refused = False
+
+    async def refused_during_the_commit(conn: Any, event_ids: list[uuid.UUID]) -> None:
+        nonlocal refused
+        if not refused and producer.stuck_ack is not None and not producer.stuck_ack.done():
+            refused = True
+            producer.stuck_ack.set_exception(KafkaTimeoutError())
+            await asyncio.sleep(0.3)  # the relay's acknowledgement handling runs meanwhile
+        await mark(conn, event_ids)
+
+    monkeypatch.setattr(repository, "mark_published", refused_during_the_commit)
+    async with running(relay_for(scratch_outbox, producer, sweep_interval_s=0.1)):
+
+        async def sent_again() -> bool:
+            return producer.sent.count(b"stuck") == 2
+
+        assert await poll_until(sent_again, timeout_s=5, interval_s=0.05)
+        assert refused
+        assert producer.stuck_ack is not None
+        producer.stuck_ack.set_result(None)  # the copy goes through
+        assert await poll_until(unpublished_are(scratch_outbox, 0), timeout_s=5)
+
+
 async def test_the_fast_path_keeps_a_bounded_number_of_events_in_memory(
     scratch_outbox: AsyncEngine,
 ) -> None:

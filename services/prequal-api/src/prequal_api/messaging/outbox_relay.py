@@ -302,11 +302,14 @@ class OutboxRelay:
             if pending:
                 # Followed up now: held from this commit on, not from the next renewal (other
                 # processes could claim them meanwhile). The lock until the commit: a release
-                # of one refused meanwhile must come after it.
+                # of one refused from now on comes after it. One refused before (during the
+                # marking, say) was released already, which could not touch the rows this
+                # transaction locks: not held, or nothing would ever renew or release it.
                 await holding.enter_async_context(self._holds)
-                await repository.hold(
-                    await session.connection(), pending, older_than_s=0, for_s=HOLD_FOR_S
-                )
+                if pending := [i for i in pending if self._in_hand(i)]:
+                    await repository.hold(
+                        await session.connection(), pending, older_than_s=0, for_s=HOLD_FOR_S
+                    )
         OUTBOX_PUBLISHED.inc(len(acknowledged))
         if acknowledged:
             log.info("outbox sweep published events", count=len(acknowledged))
@@ -327,20 +330,26 @@ class OutboxRelay:
         if not (due or self._unreleased):
             return
         async with self._holds:
-            # Not one sent again since (a sweep took it back): its new hold is live.
-            if unreleased := [i for i in self._unreleased if i not in self._unsettled]:
+            # Not one sent again since (a sweep took it back): its new hold is live. One
+            # refused and not yet settled (`_confirm` is marking others) is released.
+            if unreleased := [i for i in self._unreleased if not self._in_hand(i)]:
                 async with self._statements.connect() as conn:
                     await repository.release(conn, unreleased)
             self._unreleased.clear()
             if not due:
                 return
             self._holds_renewed = time.monotonic()
-            in_hand = [event_id for event_id, ack in self._unsettled.items() if not ack.done()]
+            in_hand = [event_id for event_id in self._unsettled if self._in_hand(event_id)]
             if in_hand:
                 async with self._statements.connect() as conn:
                     await repository.hold(
                         conn, in_hand, older_than_s=HOLD_AFTER_S, for_s=HOLD_FOR_S
                     )
+
+    def _in_hand(self, event_id: uuid.UUID) -> bool:
+        """Sent, and Kafka has not answered yet."""
+        ack = self._unsettled.get(event_id)
+        return ack is not None and not ack.done()
 
     def _sort_out(
         self, messages: list[OutboxMessage], acks: list[asyncio.Future[Any]]
