@@ -8,12 +8,14 @@ from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import pytest
+from asgi_correlation_id import correlation_id
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from prequal_api.api.schemas import ApplicationIn
 from prequal_api.domain.applications import new_application
+from prequal_api.persistence import repository
 from prequal_api.persistence.repository import NewApplication, OutboxMessage
 from prequal_api.persistence.writer import ApplicationWriter
 
@@ -113,6 +115,29 @@ async def test_a_refused_application_fails_alone(
     }
     # Only committed events go to the relay's fast path.
     assert [m.event_id for m in committed] == [a.event.event_id for a in good]
+
+
+async def test_the_write_does_not_run_as_the_request_that_started_it(
+    writer: ApplicationWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One write serves many requests: its log lines must not carry the correlation id of
+    whichever request happened to start it."""
+    seen: list[str | None] = []
+    add = repository.add_applications
+
+    async def noting_the_context(conn: AsyncConnection, applications: list[NewApplication]) -> None:
+        seen.append(correlation_id.get())
+        await add(conn, applications)
+
+    monkeypatch.setattr(repository, "add_applications", noting_the_context)
+
+    async def submit(request_id: str) -> None:
+        correlation_id.set(request_id)  # as the middleware does, in this request's task
+        await writer.add(application())
+
+    await asyncio.gather(submit("first"), submit("second"))
+    assert seen  # the writes ran in a context of their own
+    assert set(seen) == {None}
 
 
 async def test_a_lone_submission_is_readable_as_soon_as_add_returns(

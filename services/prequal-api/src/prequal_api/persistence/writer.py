@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections.abc import Callable, Sequence
 
 import structlog
@@ -80,8 +81,12 @@ class ApplicationWriter:
             # Counted here and uncounted by the writer in the same step in which it finds
             # nothing left to write, so no submission can be left waiting without a writer.
             self._writing += 1
-            # Its own task, so that a client hanging up cannot cancel the others' write.
-            writer = asyncio.create_task(self._write_waiting(), name="application-writer")
+            # Its own task, so that a client hanging up cannot cancel the others' write; in a
+            # context of its own, or its log lines would carry the correlation id of the
+            # request that started it, whoever's applications it writes.
+            writer = asyncio.create_task(
+                self._write_waiting(), name="application-writer", context=contextvars.Context()
+            )
             self._writers.add(writer)
             writer.add_done_callback(self._writers.discard)
 
