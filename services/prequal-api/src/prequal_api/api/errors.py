@@ -76,7 +76,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DependencyUnavailableError)
     async def unavailable(_: Request, exc: DependencyUnavailableError) -> JSONResponse:
-        log.warning("dependency unavailable", error=str(exc))
+        # The client is told only that; the log says what it was (a refused connection, the
+        # pool's wait, a statement timeout, ...).
+        log.warning("dependency unavailable", error=str(exc), cause=repr(exc.__cause__))
         return JSONResponse(
             status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
             content={"detail": f"{exc}; try again shortly"},
