@@ -1,7 +1,8 @@
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from prequal_api.messaging.outbox_relay import SWEEP_ACK_TIMEOUT_S
 from prequal_shared.config import CommonSettings
 
 
@@ -24,3 +25,16 @@ class ApiSettings(CommonSettings):
     outbox_batch_size: int = Field(
         default=500, ge=1, le=10000, description="Outbox events published per relay round."
     )
+
+    @field_validator("db_idle_in_transaction_timeout_s")
+    @classmethod
+    def _outlasts_the_sweeps_wait(cls, value: float) -> float:
+        # Shorter, PostgreSQL would end each sweep's transaction while it waits for a slow
+        # Kafka: its marks lost, the same events sent again every sweep.
+        if value <= SWEEP_ACK_TIMEOUT_S:
+            msg = (
+                f"must be more than {SWEEP_ACK_TIMEOUT_S:g} s, which the outbox sweep may wait"
+                " for Kafka inside one transaction"
+            )
+            raise ValueError(msg)
+        return value
