@@ -50,7 +50,7 @@ async def test_only_a_letter_with_something_to_send_back_is_replayed(
     replayed: bool,
 ) -> None:
     source = await topics.create("source")
-    headers = [
+    headers: list[tuple[str, bytes | None]] = [
         (DLQ_SOURCE_TOPIC, source.encode()),
         (DLQ_SOURCE_PARTITION, b"0"),
         (DLQ_SOURCE_OFFSET, b"5"),
@@ -146,6 +146,20 @@ async def test_list_shows_a_letter_whose_headers_are_not_ours(
     assert abs(datetime.fromisoformat(letter["failed_at"]) - datetime.now(UTC)) < timedelta(
         minutes=1
     )
+
+
+async def test_show_prints_a_header_whose_value_is_null(
+    stack: StackInfo, topics: TopicFactory
+) -> None:
+    """Kafka lets a header's value be null, and a poison message keeps its headers in the
+    DLQ: `show` ended in a traceback on such a letter."""
+    dlq = await topics.create("dlq")
+    headers: list[tuple[str, bytes | None]] = [(DLQ_SOURCE_TOPIC, b"t"), ("trace", None)]
+    await produce(stack.kafka_bootstrap_servers, dlq, (b"k", b"m", headers))
+
+    shown = await asyncio.to_thread(run_dlq_cli, stack, "show", "0:0", dlq_topic=dlq)
+
+    assert "header:     trace=(null)" in shown.stdout.splitlines()
 
 
 async def test_an_unreachable_kafka_is_reported_in_a_line(stack: StackInfo) -> None:

@@ -40,7 +40,8 @@ class DeadLetter:
     """Where the letter is in the DLQ topic."""
     key: bytes | None
     value: bytes | None
-    headers: list[tuple[str, bytes]]
+    headers: list[tuple[str, bytes | None]]
+    """Kafka lets a header's value be null."""
     timestamp_ms: int
 
     def meta(self, name: str) -> str | None:
@@ -110,7 +111,7 @@ class DeadLetter:
             return self.key != made_up
         return True
 
-    def original_headers(self) -> list[tuple[str, bytes]]:
+    def original_headers(self) -> list[tuple[str, bytes | None]]:
         return [(k, v) for k, v in self.headers if k not in DLQ_HEADERS and k != REPLAYED_FROM]
 
 

@@ -106,7 +106,8 @@ def show(message_id: str, unmasked: bool) -> None:
     click.echo(f"error:      {letter.error_type}: {letter.error}")
     click.echo(f"key:        {_text(letter.key, unmasked=True)}")
     for name, value in letter.original_headers():
-        click.echo(f"header:     {name}={value.decode(errors='replace')}")
+        shown = "(null)" if value is None else value.decode(errors="replace")
+        click.echo(f"header:     {name}={shown}")
     click.echo("payload:")
     click.echo(_text(letter.value, unmasked=unmasked))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -123,7 +123,7 @@ class Producer:
         *,
         value: bytes | None,
         key: bytes | None = None,
-        headers: list[tuple[str, bytes]] | None = None,
+        headers: Sequence[tuple[str, bytes | None]] | None = None,
     ) -> asyncio.Future[Any]:
         """Queue a message; the returned future resolves when the broker acknowledged it."""
         if self._broken:
@@ -139,7 +139,7 @@ class Producer:
         *,
         value: bytes | None,
         key: bytes | None = None,
-        headers: list[tuple[str, bytes]] | None = None,
+        headers: Sequence[tuple[str, bytes | None]] | None = None,
     ) -> Any:
         return await (await self.send(topic, value=value, key=key, headers=headers))
 

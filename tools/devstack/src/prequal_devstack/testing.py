@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -196,7 +196,7 @@ class TopicFactory:
 async def produce(
     bootstrap: str,
     topic: str,
-    *messages: tuple[bytes | None, bytes | None, list[tuple[str, bytes]]],
+    *messages: tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes | None]]],
     partition: int | None = None,
     compression_type: str | None = None,
 ) -> None:
@@ -211,7 +211,7 @@ async def produce(
     try:
         for key, value, headers in messages:
             await producer.send_and_wait(
-                topic, value=value, key=key, headers=headers, partition=partition
+                topic, value=value, key=key, headers=list(headers), partition=partition
             )
     finally:
         await producer.stop()
