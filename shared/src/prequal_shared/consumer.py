@@ -91,10 +91,16 @@ class ConsumerLoop:
                     self._resume()
                 else:
                     self._stay_paused()
+            fetching = asyncio.ensure_future(
+                self._consumer.getmany(timeout_ms=500, max_records=self._max_records)
+            )
+            # Not for ever: while the group rebalances, aiokafka waits for the new assignment
+            # with no time limit (its coordinator gone, say). Nothing is taken from a fetch
+            # cut short.
+            if not await finish_or_abandon(fetching, stop, 0):
+                break
             try:
-                batches = await self._consumer.getmany(
-                    timeout_ms=500, max_records=self._max_records
-                )
+                batches = fetching.result()
             except (CorruptRecordException, UnsupportedCodecError) as exc:
                 # aiokafka decodes a fetch partition by partition: the records it had already
                 # taken from other partitions are dropped with this error, their positions

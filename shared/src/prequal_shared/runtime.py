@@ -32,6 +32,7 @@ from prequal_shared.kafka import (
     create_producer,
     stop_consumer,
 )
+from prequal_shared.shutdown import finish_or_abandon
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -105,12 +106,21 @@ class ConsumerService:
 
 async def _start_with_retries(client: Producer | AIOKafkaConsumer, stop: asyncio.Event) -> bool:
     """Kafka may still be starting (or down): keep trying, with backoff, until told to stop.
-    Returns False when stopped before Kafka could be reached."""
+    Returns False when stopped before Kafka could be reached.
+
+    A stop cuts short the back-off (up to 10 s) and the start itself: a consumer's start
+    waits for its group to hand it partitions, with no time limit."""
+
+    async def back_off(seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
+
     try:
         async for attempt in AsyncRetrying(
             retry=retry_if_exception(is_transient),
             wait=wait_exponential_jitter(multiplier=0.5, max=10, jitter=0.5),
             stop=lambda _: stop.is_set(),
+            sleep=back_off,
             reraise=True,
         ):
             with attempt:
@@ -119,12 +129,15 @@ async def _start_with_retries(client: Producer | AIOKafkaConsumer, stop: asyncio
                         "kafka not reachable yet, retrying",
                         attempt=attempt.retry_state.attempt_number,
                     )
-                await client.start()
+                starting = asyncio.ensure_future(client.start())
+                if await finish_or_abandon(starting, stop, 0):
+                    starting.result()
     except Exception:
-        if stop.is_set():
-            log.info("stopped before Kafka could be reached")
-            return False
-        raise
+        if not stop.is_set():
+            raise
+    if stop.is_set():
+        log.info("stopped before Kafka could be reached")
+        return False
     return True
 
 
