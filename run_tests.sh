@@ -20,7 +20,12 @@ while (($#)); do
     shift
 done
 
-scripts/devstack up || { echo "run_tests: the local stack did not start" >&2; exit 1; }
+if [ "${PREQUAL_TEST_BACKEND:-devstack}" = testcontainers ]; then
+    # Each pytest starts its servers in containers and the services against them.
+    echo "run_tests: servers in containers (testcontainers), not the local stack's"
+else
+    scripts/devstack up || { echo "run_tests: the local stack did not start" >&2; exit 1; }
+fi
 
 results="$(mktemp -d)"
 failed=()

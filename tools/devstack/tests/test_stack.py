@@ -30,6 +30,7 @@ from prequal_devstack.procs import (
     spawn,
     wait_until,
 )
+from prequal_devstack.services import SPECS, Service
 from prequal_devstack.stack import Stack
 from prequal_devstack.testing import StackInfo, TopicFactory, poll_until, produce, run_devstack
 
@@ -394,3 +395,26 @@ def test_a_large_log_is_set_aside_when_its_process_starts(tmp_path: Path) -> Non
     # A small one is appended to.
     spawn(["echo", "third start"], log_file=log_file, pid_file=pid_file)
     assert wait_until(lambda: log_file.read_text() == "second start\nthird start\n", timeout_s=10)
+
+
+def test_a_service_started_against_other_servers_is_restarted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`PREQUAL_TEST_BACKEND=testcontainers` points the tests at containers: services left
+    running against the local servers were kept, so the tests read servers the services
+    never wrote to."""
+    monkeypatch.setenv("DEVSTACK_STATE_DIR", str(tmp_path))
+    local = Service(StackConfig(), SPECS["credit-service"])
+    local.fingerprint_file.parent.mkdir(parents=True)
+    local.fingerprint_file.write_text(local.started_with())
+    assert local.stale() is None
+
+    containers = Service(
+        StackConfig(
+            external_database_url="postgresql+asyncpg://test:test@127.0.0.1:32768/test",
+            external_kafka="127.0.0.1:32769",
+        ),
+        SPECS["credit-service"],
+    )
+    assert containers.stale() == "its PostgreSQL or Kafka changed"
+    assert "test:test" not in containers.started_with()  # no password written to disk

@@ -69,6 +69,7 @@ class Service:
         self.name = spec.name if replica == 1 else f"{spec.name}-{replica}"
         self.pid_file = config.state / "run" / f"{self.name}.pid"
         self.fingerprint_file = config.state / "run" / f"{self.name}.code"
+        """What it was started with: its code, and the servers it talks to."""
         self.log_file = config.state / "logs" / f"{self.name}.log"
 
     @property
@@ -79,12 +80,28 @@ class Service:
     def pid(self) -> int | None:
         return read_pid(self.pid_file)
 
-    def stale_code(self) -> bool:
+    def servers_fingerprint(self) -> str:
+        """The PostgreSQL and Kafka it is given (hashed: the URL may hold a password)."""
+        servers = f"{self.config.database_url} {self.config.kafka_bootstrap_servers}"
+        return hashlib.sha256(servers.encode()).hexdigest()[:16]
+
+    def started_with(self) -> str:
+        """What `start` records in `fingerprint_file`."""
+        return f"{code_fingerprint(self.config.root)} {self.servers_fingerprint()}"
+
+    def stale(self) -> str | None:
+        """Why the running process must be restarted to be what `start` would start now: its
+        code changed, or the servers it was started against (DATABASE_URL, say, names the
+        servers of a test run in containers); None if it need not be."""
         try:
-            started_with = self.fingerprint_file.read_text().strip()
+            code, _, servers = self.fingerprint_file.read_text().strip().partition(" ")
         except OSError:
-            return True
-        return started_with != code_fingerprint(self.config.root)
+            return "code changed"
+        if code != code_fingerprint(self.config.root):
+            return "code changed"
+        if servers != self.servers_fingerprint():
+            return "its PostgreSQL or Kafka changed"
+        return None
 
     def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         env = {**os.environ, **self.config.service_env(), **(extra or {})}
@@ -99,7 +116,7 @@ class Service:
         if self.pid():
             return
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
-        self.fingerprint_file.write_text(code_fingerprint(self.config.root))
+        self.fingerprint_file.write_text(self.started_with())
         spawn(
             [sys.executable, "-m", self.spec.module],
             log_file=self.log_file,

@@ -101,8 +101,8 @@ class Stack:
             return
         for spec in SPECS.values():
             for service in replicas_of(self.config, spec):
-                if service.pid() and service.stale_code():
-                    _say(f"{service.name}: code changed, restarting")
+                if service.pid() and (reason := service.stale()):
+                    _say(f"{service.name}: {reason}, restarting")
                     service.stop()
                 if not service.pid():
                     if port_open(service.port):
