@@ -581,7 +581,7 @@ async def bench(
         # Decided/s cannot exceed the target rate, so neither can the ratio exceed this.
         "ratio_ceiling_at_rate": round(rate / floor_per_s, 3) if floor_per_s else 0.0,
         "errors": dict(errors),
-        "cpu_s_per_application": {
+        "cpu_ms_per_application": {
             name: round((cpu_after[name] - cpu_before[name]) / max(handled, 1) * 1000, 3)
             for name in processes
         },
@@ -638,10 +638,10 @@ def summary(result: dict[str, Any]) -> str:
         f" (at most {result['ratio_ceiling_at_rate']:.2f} at this rate)",
         f"errors        {result['errors'] or 'none'}",
         "CPU ms/app    "
-        + "  ".join(f"{k} {v}" for k, v in result["cpu_s_per_application"].items()),
+        + "  ".join(f"{k} {v}" for k, v in result["cpu_ms_per_application"].items()),
         f"load gen CPU  {result['load_generator_cpu_share'] * 100:.0f}% of a core"
         f" ({result['load_generator']})",
-        "peak RSS MB   "
+        "peak PSS MB   "
         + "  ".join(f"{k} {v:.0f}" for k, v in result["rss_mb"].items())
         + f"  (total {result['rss_mb_stack_total']:.0f})",
         "written       .bench/latest.json, .bench/latest.png",
