@@ -12,6 +12,7 @@ from asgi_correlation_id import correlation_id
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from structlog.contextvars import bind_contextvars, get_contextvars
 
 from prequal_api.api.schemas import ApplicationIn
 from prequal_api.domain.applications import new_application
@@ -118,26 +119,34 @@ async def test_a_refused_application_fails_alone(
 
 
 async def test_the_write_does_not_run_as_the_request_that_started_it(
-    writer: ApplicationWriter, monkeypatch: pytest.MonkeyPatch
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """One write serves many requests: its log lines must not carry the correlation id of
-    whichever request happened to start it."""
-    seen: list[str | None] = []
+    whichever request happened to start it, and keep the fields bound at start-up."""
+    seen: list[tuple[str | None, object]] = []
     add = repository.add_applications
 
     async def noting_the_context(conn: AsyncConnection, applications: list[NewApplication]) -> None:
-        seen.append(correlation_id.get())
+        seen.append((correlation_id.get(), get_contextvars().get("service")))
         await add(conn, applications)
 
     monkeypatch.setattr(repository, "add_applications", noting_the_context)
 
-    async def submit(request_id: str) -> None:
+    async def submit(writer: ApplicationWriter, request_id: str) -> None:
         correlation_id.set(request_id)  # as the middleware does, in this request's task
         await writer.add(application())
 
-    await asyncio.gather(submit("first"), submit("second"))
-    assert seen  # the writes ran in a context of their own
-    assert set(seen) == {None}
+    async def at_start_up() -> ApplicationWriter:  # the app's lifespan, in a task of its own
+        bind_contextvars(service="prequal-api")  # as configure_logging does
+        return ApplicationWriter(engine.execution_options(isolation_level="AUTOCOMMIT"))
+
+    writer = await asyncio.create_task(at_start_up())
+    try:
+        await asyncio.gather(submit(writer, "first"), submit(writer, "second"))
+    finally:
+        await writer.close()
+    assert seen  # the writes ran in the context the writer was made in
+    assert set(seen) == {(None, "prequal-api")}
 
 
 async def test_a_lone_submission_is_readable_as_soon_as_add_returns(

@@ -53,6 +53,9 @@ class ApplicationWriter:
         self._waiting: list[Waiting] = []
         self._writing = 0  # writer tasks that will still look at `_waiting`
         self._writers: set[asyncio.Task[None]] = set()
+        # The writer tasks run in the context the writer was made in (the app's start-up:
+        # the service's log fields, no request's), not in that of the request starting them.
+        self._context = contextvars.copy_context()
 
     async def add(self, application: NewApplication) -> None:
         """Returns once the application and its event are committed; raises if they were not."""
@@ -81,11 +84,11 @@ class ApplicationWriter:
             # Counted here and uncounted by the writer in the same step in which it finds
             # nothing left to write, so no submission can be left waiting without a writer.
             self._writing += 1
-            # Its own task, so that a client hanging up cannot cancel the others' write; in a
-            # context of its own, or its log lines would carry the correlation id of the
+            # Its own task, so that a client hanging up cannot cancel the others' write. Not in
+            # the request's context: its log lines would carry the correlation id of the
             # request that started it, whoever's applications it writes.
             writer = asyncio.create_task(
-                self._write_waiting(), name="application-writer", context=contextvars.Context()
+                self._write_waiting(), name="application-writer", context=self._context.copy()
             )
             self._writers.add(writer)
             writer.add_done_callback(self._writers.discard)
