@@ -80,3 +80,28 @@ async def test_a_stop_cuts_a_fetch_that_waits_for_ever_short() -> None:
     stop.set()
     async with asyncio.timeout(1):
         await running
+
+
+class Unreachable:
+    """A client whose every start fails as one does with Kafka's port closed."""
+
+    def __init__(self) -> None:
+        self.starts = 0
+
+    async def start(self) -> None:
+        self.starts += 1
+        raise ConnectionRefusedError
+
+
+async def test_no_attempt_is_made_once_stopped_during_the_back_off() -> None:
+    client, stop = Unreachable(), asyncio.Event()
+    starting = asyncio.create_task(_start_with_retries(client, stop))
+
+    async def failed_once() -> bool:
+        return client.starts == 1
+
+    assert await poll_until(failed_once, timeout_s=5, interval_s=0.01)
+    stop.set()  # during the first back-off, 0.5 to 1 s
+    async with asyncio.timeout(1):
+        assert await starting is False
+    assert client.starts == 1

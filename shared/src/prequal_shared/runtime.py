@@ -124,6 +124,8 @@ async def _start_with_retries(client: Producer | AIOKafkaConsumer, stop: asyncio
             reraise=True,
         ):
             with attempt:
+                if stop.is_set():  # during the back-off: tenacity goes on to the attempt
+                    break
                 if attempt.retry_state.attempt_number > 1:
                     log.warning(
                         "kafka not reachable yet, retrying",
