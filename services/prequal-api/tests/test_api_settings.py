@@ -6,7 +6,9 @@ from prequal_api.settings import ApiSettings
 from prequal_shared.config import load_settings
 
 
-@pytest.mark.parametrize(("seconds", "accepted"), [("15", False), ("15.5", True), ("60", True)])
+@pytest.mark.parametrize(
+    ("seconds", "accepted"), [("15", False), ("19.9", False), ("20", True), ("60", True)]
+)
 def test_idle_transactions_must_outlast_the_sweeps_wait_for_kafka(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],

@@ -2,8 +2,16 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from prequal_api.messaging.outbox_relay import SWEEP_ACK_TIMEOUT_S
 from prequal_shared.config import CommonSettings
+
+SWEEP_ACK_TIMEOUT_S = 15.0
+"""The outbox relay's sweep waits this long for acknowledgements, then marks what was
+acknowledged, ends its claim's transaction and lets the relay back off; the rest is followed
+up as it settles. Here, not in the relay, because a setting is checked against it."""
+
+IDLE_IN_TRANSACTION_MARGIN_S = 5.0
+"""How much longer than that wait PostgreSQL must leave a transaction idle (the sweep's
+own statements and a busy host's delays come on top)."""
 
 
 class ApiSettings(CommonSettings):
@@ -31,10 +39,11 @@ class ApiSettings(CommonSettings):
     def _outlasts_the_sweeps_wait(cls, value: float) -> float:
         # Shorter, PostgreSQL would end each sweep's transaction while it waits for a slow
         # Kafka: its marks lost, the same events sent again every sweep.
-        if value <= SWEEP_ACK_TIMEOUT_S:
+        least = SWEEP_ACK_TIMEOUT_S + IDLE_IN_TRANSACTION_MARGIN_S
+        if value < least:
             msg = (
-                f"must be more than {SWEEP_ACK_TIMEOUT_S:g} s, which the outbox sweep may wait"
-                " for Kafka inside one transaction"
+                f"must be at least {least:g} s: the outbox sweep may wait"
+                f" {SWEEP_ACK_TIMEOUT_S:g} s for Kafka inside one transaction"
             )
             raise ValueError(msg)
         return value

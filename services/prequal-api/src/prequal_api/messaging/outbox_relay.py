@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from prequal_api.persistence import repository
 from prequal_api.persistence.repository import OutboxMessage
+from prequal_api.settings import SWEEP_ACK_TIMEOUT_S
 from prequal_shared.errors import is_transient
 from prequal_shared.kafka import Producer
 from prequal_shared.metrics import OUTBOX_BACKLOG, OUTBOX_LEFT_TO_SWEEP, OUTBOX_PUBLISHED
@@ -50,9 +51,6 @@ HOLD_FOR_S = 60.0
 in hand (sweeps are at most a sweep's wait and a back-off apart, 25 s, and a long prune
 renews it too); a relay that died with events in hand lets go of them after this."""
 
-SWEEP_ACK_TIMEOUT_S = 15.0
-"""A sweep waits this long for acknowledgements, then marks what was acknowledged, ends its
-claim's transaction and lets the relay back off; the rest is followed up as it settles."""
 
 MISSING_TOPIC_RECHECK_S = 60.0
 """Events for a topic Kafka does not have (deleted, or renamed in the settings while events
