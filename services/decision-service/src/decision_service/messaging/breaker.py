@@ -41,8 +41,8 @@ def _not_a_database_failure(exc: BaseException) -> bool:
 def create_breaker(*, fail_max: int, reset_timeout_s: float) -> pybreaker.CircuitBreaker:
     # Only failures to reach the database count against it. Any other error ends the call as
     # a success would (pybreaker's handling of `exclude`): an error PostgreSQL answered with
-    # (a constraint, a missing column) shows that it is up; a bug in our code says nothing,
-    # and must not pause every partition either.
+    # that no retry fixes (a constraint violated) shows that it is up; a bug in our code says
+    # nothing, and must not pause every partition either.
     breaker = pybreaker.CircuitBreaker(
         fail_max=fail_max,
         reset_timeout=reset_timeout_s,
