@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CorruptRecordException, KafkaTimeoutError
+from prometheus_client import REGISTRY
 
 from prequal_devstack.testing import (
     StackInfo,
@@ -505,3 +506,22 @@ async def test_a_batch_that_cannot_be_decoded_stops_the_consumer_and_skips_nothi
         async with asyncio.timeout(20):
             while set(first.handled + second.handled) != set(good):  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
+
+
+def test_a_consumer_reports_that_it_is_not_paused_from_the_start() -> None:
+    """Until its first pause a scrape showed no value at all, which a dashboard or an alert
+    reads as "no data"."""
+    ConsumerLoop(
+        consumer=None,  # not used until it runs
+        handler=_never_called,
+        dead_letters=None,  # type: ignore[arg-type]
+        name="paused-metric-test",
+    )
+    paused = REGISTRY.get_sample_value(
+        "prequal_consumer_paused", {"consumer": "paused-metric-test"}
+    )
+    assert paused == 0
+
+
+async def _never_called(records: Sequence[Record]) -> dict[int, PermanentError]:
+    raise AssertionError("nothing is consumed")

@@ -82,6 +82,7 @@ class ConsumerLoop:
         self._max_records = max_records
         self._resume_at: float | None = None
         self._unexpected: dict[tuple[str, int, int], int] = {}
+        PAUSED.labels(name).set(0)  # a value from the start: "no data" would look like an outage
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set; the batch in hand is finished and committed first."""
