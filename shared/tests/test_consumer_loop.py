@@ -14,6 +14,7 @@ from prequal_devstack.testing import (
     StackInfo,
     TopicFactory,
     delete_records,
+    poll_until,
     produce,
     read_topic,
     start_and_wait_for_the_pipeline,
@@ -203,6 +204,30 @@ async def test_transient_failures_are_retried_in_order_and_never_dead_lettered(
     assert handler.attempts[b"c"] == 1
     assert committed == 3
     assert await read_topic(stack.kafka_bootstrap_servers, dlq, count=1, timeout_s=2) == []
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [TransientError("db down"), RetryLaterError("circuit open", retry_after=0.1)],
+    ids=["transient", "retry-later"],
+)
+async def test_the_offset_never_passes_a_message_not_yet_handled(
+    stack: StackInfo, topics: TopicFactory, failure: Exception
+) -> None:
+    """While `b` keeps failing, what is committed may cover `a`, never `b` nor `c` after it:
+    a restart must read `b` again."""
+    source, dlq = await topics_with(stack, topics, b"a", b"b", b"c")
+    handler = ScriptedHandler({b"b": [failure] * 1000})
+    group = f"test-{uuid.uuid4().hex[:8]}"
+    async with running_loop(stack, source, dlq, handler, group=group) as (_, consumer, _stop):
+
+        async def b_retried() -> bool:
+            return handler.attempts.get(b"b", 0) >= 4
+
+        assert await poll_until(b_retried, timeout_s=30, interval_s=0.05)
+        committed = await consumer.committed(TopicPartition(source, 0))
+    assert handler.handled in ([], [b"a"])  # nothing after `b`, in order
+    assert committed in (None, 1)  # at most past `a`, offset 0
 
 
 async def test_an_unexpected_error_is_retried_then_dead_lettered(

@@ -1,0 +1,64 @@
+"""The credit handler's contract with the consume loop, with a fake of our own `Producer`: a
+batch is done only once Kafka acknowledged every report, so its offsets are committed only
+then."""
+
+import asyncio
+from typing import Any
+
+import pytest
+from aiokafka.errors import KafkaTimeoutError
+
+from credit_service.messaging.handler import CreditReportHandler
+from prequal_devstack.testing import application_event, raw_record
+from prequal_shared.events import encode
+
+
+class HeldProducer:
+    """Hands back an acknowledgement per send that the test settles."""
+
+    def __init__(self) -> None:
+        self.acks: list[asyncio.Future[None]] = []
+
+    async def send(self, topic: str, **_: Any) -> asyncio.Future[None]:
+        self.acks.append(asyncio.get_running_loop().create_future())
+        return self.acks[-1]
+
+
+def submitted(n: int) -> list[Any]:
+    return [
+        raw_record(b"k", encode(application_event(pan=f"ABCDE{1000 + i}F")), offset=i)
+        for i in range(n)
+    ]
+
+
+async def test_a_batch_is_done_only_once_every_report_is_acknowledged() -> None:
+    producer = HeldProducer()
+    handler = CreditReportHandler(producer=producer, topic="reports")  # type: ignore[arg-type]
+    handling = asyncio.create_task(handler(submitted(3)))
+
+    async with asyncio.timeout(5):
+        while len(producer.acks) < 3:  # noqa: ASYNC110 - polling a fake
+            await asyncio.sleep(0.01)
+    producer.acks[0].set_result(None)
+    producer.acks[2].set_result(None)
+    await asyncio.sleep(0.2)
+    assert not handling.done()  # the second report is not acknowledged yet
+
+    producer.acks[1].set_result(None)
+    async with asyncio.timeout(5):
+        assert await handling == {}
+
+
+async def test_a_report_kafka_refuses_fails_the_batch() -> None:
+    producer = HeldProducer()
+    handler = CreditReportHandler(producer=producer, topic="reports")  # type: ignore[arg-type]
+    handling = asyncio.create_task(handler(submitted(2)))
+    async with asyncio.timeout(5):
+        while len(producer.acks) < 2:  # noqa: ASYNC110 - polling a fake
+            await asyncio.sleep(0.01)
+    producer.acks[0].set_result(None)
+    producer.acks[1].set_exception(KafkaTimeoutError())
+
+    with pytest.raises(KafkaTimeoutError):
+        async with asyncio.timeout(5):
+            await handling
