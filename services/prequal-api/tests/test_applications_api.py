@@ -84,6 +84,36 @@ async def test_a_valid_application_is_stored_pending_and_its_event_published(
 
 
 @pytest.mark.parametrize(
+    ("sent", "kept"),
+    [
+        ("c" * 128, True),
+        ("c" * 129, False),  # the events' schema allows 128: the consumers would refuse it
+        ("a\tb", False),
+        ("", False),
+    ],
+    ids=["128 characters", "129 characters", "a tab", "empty"],
+)
+async def test_a_correlation_id_the_events_cannot_carry_is_replaced(
+    client: httpx.AsyncClient, engine: AsyncEngine, sent: str, kept: bool
+) -> None:
+    """Taken as sent, one the consumers refuse sends the application to the DLQ for good."""
+    response = await client.post("/applications", json=VALID, headers={"X-Correlation-ID": sent})
+
+    assert response.status_code == 202
+    answered = response.headers["X-Correlation-ID"]
+    assert (answered == sent) is kept
+    assert 0 < len(answered) <= 128
+    async with engine.connect() as conn:
+        headers = await conn.scalar(
+            select(OutboxEvent.headers).where(
+                OutboxEvent.message_key == response.json()["application_id"].encode()
+            )
+        )
+    assert headers is not None
+    assert headers["correlation_id"] == answered
+
+
+@pytest.mark.parametrize(
     ("income", "stored"),
     [
         ("2083.33", Decimal("2083.33")),
@@ -163,6 +193,12 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("income negative", VALID | {"monthly_income_inr": "-1"}, "monthly_income_inr"),
     ("income 3 decimals", VALID | {"monthly_income_inr": "100.001"}, "monthly_income_inr"),
     ("income too large", VALID | {"monthly_income_inr": "12345678901"}, "monthly_income_inr"),
+    # One paisa past the largest the column holds (NUMERIC(12, 2)).
+    (
+        "income a paisa too large",
+        VALID | {"monthly_income_inr": "10000000000.00"},
+        "monthly_income_inr",
+    ),
     ("income NaN string", VALID | {"monthly_income_inr": "NaN"}, "monthly_income_inr"),
     ("income Infinity", VALID | {"monthly_income_inr": "Infinity"}, "monthly_income_inr"),
     ("income text", VALID | {"monthly_income_inr": "lots"}, "monthly_income_inr"),
@@ -184,6 +220,9 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("loan missing", {k: v for k, v in VALID.items() if k != "loan_amount_inr"}, "loan_amount_inr"),
     ("loan zero", VALID | {"loan_amount_inr": "0.00"}, "loan_amount_inr"),
     ("loan 3 decimals", VALID | {"loan_amount_inr": 1000.555}, "loan_amount_inr"),
+    ("loan negative", VALID | {"loan_amount_inr": "-200000"}, "loan_amount_inr"),
+    ("loan a paisa too large", VALID | {"loan_amount_inr": "10000000000.00"}, "loan_amount_inr"),
+    ("loan NaN string", VALID | {"loan_amount_inr": "NaN"}, "loan_amount_inr"),
     ("loan type unknown", VALID | {"loan_type": "YACHT"}, "loan_type"),
     ("loan type lower-case", VALID | {"loan_type": "home"}, "loan_type"),
     ("client sets status", VALID | {"status": "PRE_APPROVED"}, "status"),
