@@ -283,14 +283,34 @@ async def holding_a_stuck_event(
         yield relay, producer
 
 
+def more_sweeps(relay: OutboxRelay, count: int) -> Callable[[], Awaitable[bool]]:
+    """A check that `relay` has swept `count` more times since this was called (an absence
+    asserted after them means something; after a fixed sleep on a busy host, maybe not)."""
+    done = [0]
+    sweep = relay.sweep
+
+    async def counted() -> int:
+        try:
+            return await sweep()
+        finally:
+            done[0] += 1
+
+    relay.sweep = counted  # type: ignore[method-assign]
+
+    async def check() -> bool:
+        return done[0] >= count
+
+    return check
+
+
 async def test_the_sweep_leaves_alone_events_the_fast_path_waits_on(
     scratch_outbox: AsyncEngine,
 ) -> None:
     """An event sent by the fast path and not yet acknowledged is not the sweep's: sending it
     again is a duplicate, and its acknowledgement may be long in coming (a stuck partition),
     which would hold up the sweep of everything behind it."""
-    async with holding_a_stuck_event(scratch_outbox) as (_, producer):
-        await asyncio.sleep(0.3)  # a few more sweeps
+    async with holding_a_stuck_event(scratch_outbox) as (relay, producer):
+        assert await poll_until(more_sweeps(relay, 3), timeout_s=10, interval_s=0.02)
         assert producer.sent.count(b"stuck") == 1
         assert producer.stuck_ack is not None
         producer.stuck_ack.set_result(None)
@@ -305,11 +325,14 @@ async def test_another_processs_sweep_leaves_alone_events_this_one_still_holds(
     it in the outbox too, and the other's sweep leaves it alone past the grace period (it
     used to claim it, send a copy and wait on it)."""
     other = FakeProducer()
+    others_relay = relay_for(scratch_outbox, other, sweep_interval_s=0.1)
     async with (
-        holding_a_stuck_event(scratch_outbox) as (_, holder),
-        running(relay_for(scratch_outbox, other, sweep_interval_s=0.1)),
+        holding_a_stuck_event(scratch_outbox) as (relay, holder),
+        running(others_relay),
     ):
-        await asyncio.sleep(0.5)  # a few sweeps of both
+        both_swept = more_sweeps(relay, 3), more_sweeps(others_relay, 3)
+        for swept in both_swept:
+            assert await poll_until(swept, timeout_s=10, interval_s=0.02)
         assert b"stuck" not in other.sent
         assert holder.sent.count(b"stuck") == 1
     # The holder stopped with it still unacknowledged: it lets go, and the other takes it.
