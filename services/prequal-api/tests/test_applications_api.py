@@ -22,13 +22,28 @@ def client(api_client: httpx.AsyncClient) -> httpx.AsyncClient:
 
 
 class RowCounter:
+    """Applications and outbox events created since its first call. Not whole tables: every
+    relay deletes events published a day ago, so they can shrink under a test on a stack left
+    running."""
+
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self.since: Any = None
 
     async def __call__(self) -> tuple[int, int]:
         async with self.engine.connect() as conn:
-            applications = await conn.scalar(select(func.count()).select_from(Application))
-            outbox = await conn.scalar(select(func.count()).select_from(OutboxEvent))
+            if self.since is None:
+                self.since = await conn.scalar(select(func.now()))
+            applications = await conn.scalar(
+                select(func.count())
+                .select_from(Application)
+                .where(Application.created_at >= self.since)
+            )
+            outbox = await conn.scalar(
+                select(func.count())
+                .select_from(OutboxEvent)
+                .where(OutboxEvent.created_at >= self.since)
+            )
         return int(applications or 0), int(outbox or 0)
 
 
@@ -89,9 +104,8 @@ async def test_a_valid_application_is_stored_pending_and_its_event_published(
         ("c" * 128, True),
         ("c" * 129, False),  # the events' schema allows 128: the consumers would refuse it
         ("a\tb", False),
-        ("", False),
     ],
-    ids=["128 characters", "129 characters", "a tab", "empty"],
+    ids=["128 characters", "129 characters", "a tab"],
 )
 async def test_a_correlation_id_the_events_cannot_carry_is_replaced(
     client: httpx.AsyncClient, engine: AsyncEngine, sent: str, kept: bool
