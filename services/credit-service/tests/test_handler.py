@@ -31,34 +31,34 @@ def submitted(n: int) -> list[Any]:
     ]
 
 
-async def test_a_batch_is_done_only_once_every_report_is_acknowledged() -> None:
+async def handling(count: int) -> tuple[asyncio.Task[Any], HeldProducer]:
+    """The handler at work on `count` applications, each report sent and not yet answered."""
     producer = HeldProducer()
     handler = CreditReportHandler(producer=producer, topic="reports")  # type: ignore[arg-type]
-    handling = asyncio.create_task(handler(submitted(3)))
-
+    task = asyncio.create_task(handler(submitted(count)))
     async with asyncio.timeout(5):
-        while len(producer.acks) < 3:  # noqa: ASYNC110 - polling a fake
+        while len(producer.acks) < count:  # noqa: ASYNC110 - polling a fake
             await asyncio.sleep(0.01)
+    return task, producer
+
+
+async def test_a_batch_is_done_only_once_every_report_is_acknowledged() -> None:
+    handling_three, producer = await handling(3)
     producer.acks[0].set_result(None)
     producer.acks[2].set_result(None)
     await asyncio.sleep(0.2)
-    assert not handling.done()  # the second report is not acknowledged yet
+    assert not handling_three.done()  # the second report is not acknowledged yet
 
     producer.acks[1].set_result(None)
     async with asyncio.timeout(5):
-        assert await handling == {}
+        assert await handling_three == {}
 
 
 async def test_a_report_kafka_refuses_fails_the_batch() -> None:
-    producer = HeldProducer()
-    handler = CreditReportHandler(producer=producer, topic="reports")  # type: ignore[arg-type]
-    handling = asyncio.create_task(handler(submitted(2)))
-    async with asyncio.timeout(5):
-        while len(producer.acks) < 2:  # noqa: ASYNC110 - polling a fake
-            await asyncio.sleep(0.01)
+    handling_two, producer = await handling(2)
     producer.acks[0].set_result(None)
     producer.acks[1].set_exception(KafkaTimeoutError())
 
     with pytest.raises(KafkaTimeoutError):
         async with asyncio.timeout(5):
-            await handling
+            await handling_two
