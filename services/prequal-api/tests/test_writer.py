@@ -19,6 +19,7 @@ from prequal_api.domain.applications import new_application
 from prequal_api.persistence import repository
 from prequal_api.persistence.repository import NewApplication, OutboxMessage
 from prequal_api.persistence.writer import ApplicationWriter
+from prequal_devstack.testing import poll_until
 
 
 def application(income: str = "50000", loan_type: str | None = "HOME") -> NewApplication:
@@ -202,8 +203,22 @@ async def test_a_submission_cancelled_before_its_write_is_not_stored(
             ),
             {"id": first.id},
         )
+        blocker_pid = await blocker.scalar(text("SELECT pg_backend_pid()"))
         first_write = asyncio.create_task(writer.add(first))
-        await asyncio.sleep(0.2)  # the write of `first` is in flight
+
+        async def first_write_waits() -> bool:  # in flight, on the blocker's row lock
+            async with engine.connect() as conn:
+                return bool(
+                    await conn.scalar(
+                        text(
+                            "SELECT count(*) FROM pg_stat_activity"
+                            " WHERE :blocker = ANY(pg_blocking_pids(pid))"
+                        ),
+                        {"blocker": blocker_pid},
+                    )
+                )
+
+        assert await poll_until(first_write_waits, timeout_s=10, interval_s=0.02)
         waiting = asyncio.create_task(writer.add(cancelled))
         await asyncio.sleep(0.05)
         waiting.cancel()
