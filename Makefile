@@ -40,7 +40,7 @@ demo: ## Bring the stack up and run a scripted demo of every outcome
 	$(UV) python -m prequal_devstack.demo
 
 .PHONY: test
-test: ## Run every test, one pytest per workspace member, on the real stack
+test: ## Run every test but the fault-injection suite, one pytest per workspace member, on the real stack
 	./run_tests.sh
 
 .PHONY: chaos
