@@ -1,16 +1,66 @@
 """The producer wrapper replaces an aiokafka producer that a fatal broker answer has stopped.
 
-aiokafka's client is replaced by a small fake here: what is tested is our own wrapper's
-decision (when to swap clients), not the broker; the chaos suite covers the real thing.
+The first test runs on the real broker, the fatal answer injected into the first client;
+what reaches the topic is the outcome. The others replace aiokafka's client with a small
+fake, to test our own wrapper's decisions (when to swap clients, what a late answer means,
+not waiting on a flush) in cases a broker cannot be made to produce on demand.
 """
 
 import asyncio
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaTimeoutError, OutOfOrderSequenceNumber
 
+from prequal_devstack.testing import StackInfo, TopicFactory, read_topic
 from prequal_shared.kafka import Producer
+
+
+async def test_after_a_fatal_answer_the_retried_send_reaches_kafka(
+    stack: StackInfo, topics: TopicFactory
+) -> None:
+    """aiokafka's idempotent producer, once stopped by a fatal answer, fails every later send
+    the same way: only a new client gets the retry through."""
+    topic = await topics.create("producer")
+    made: list[AIOKafkaProducer] = []
+
+    def factory() -> AIOKafkaProducer:
+        client = AIOKafkaProducer(
+            bootstrap_servers=stack.kafka_bootstrap_servers, acks="all", enable_idempotence=True
+        )
+        if not made:  # the first client: b"2" gets the fatal answer, and so does all after it
+            send, stopped = client.send, False
+
+            async def until_stopped(topic: str, **message: Any) -> asyncio.Future[Any]:
+                nonlocal stopped
+                if stopped or message["value"] == b"2":
+                    stopped = True
+                    ack: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+                    # Answered later, as by the broker: after the caller got the future.
+                    fatal = OutOfOrderSequenceNumber()
+                    asyncio.get_running_loop().call_soon(ack.set_exception, fatal)
+                    return ack
+                sent: asyncio.Future[Any] = await send(topic, **message)
+                return sent
+
+            client.send = until_stopped
+        made.append(client)
+        return client
+
+    producer = Producer(factory)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value=b"1")
+        with pytest.raises(OutOfOrderSequenceNumber):
+            await producer.send_and_wait(topic, value=b"2")
+        await producer.send_and_wait(topic, value=b"2")  # the caller's retry
+        await producer.send_and_wait(topic, value=b"3")
+    finally:
+        await producer.stop()
+
+    received = await read_topic(stack.kafka_bootstrap_servers, topic, count=4, timeout_s=3)
+    assert [r.value for r in received] == [b"1", b"2", b"3"]  # each once, in order
 
 
 class FakeClient:
