@@ -613,14 +613,14 @@ async def bench(
 
 def decided_of(result: dict[str, Any]) -> str:
     decided, stored, accepted = result["decided"], result["stored"], result["accepted"]
-    if stored == accepted:
-        return f"{decided}/{accepted} decided"
-    return (
-        f"{decided}/{stored} stored decided; {accepted} answered 202 in time, the rest stored"
-        " after the generator gave up on them"
-        if stored > accepted
-        else f"{decided}/{accepted} decided; only {stored} of the 202s stored"
-    )
+    if stored > accepted:
+        return (
+            f"{decided}/{stored} stored decided; {accepted} answered 202 in time, the rest"
+            " stored after the generator gave up on them"
+        )
+    if stored < accepted:
+        return f"{decided}/{accepted} decided; only {stored} of the 202s stored"
+    return f"{decided}/{accepted} decided"
 
 
 def summary(result: dict[str, Any]) -> str:

@@ -337,7 +337,7 @@ class OutboxRelay:
             if not due:
                 return
             self._holds_renewed = time.monotonic()
-            in_hand = [event_id for event_id in self._unsettled if self._in_hand(event_id)]
+            in_hand = [event_id for event_id, ack in self._unsettled.items() if not ack.done()]
             if in_hand:
                 async with self._statements.connect() as conn:
                     await repository.hold(
