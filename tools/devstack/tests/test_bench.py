@@ -2,13 +2,25 @@
 the bench."""
 
 import re
+import socket
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from prequal_devstack.bench import Run, Sample, decided_of, drive_oha
+from prequal_devstack import bench
+from prequal_devstack.bench import (
+    Run,
+    Sample,
+    decided_of,
+    drive_aiohttp,
+    drive_oha,
+    oha_binary,
+    percentile,
+    post_latencies_ms,
+)
+from prequal_devstack.config import StackConfig
 
 
 def run() -> Run:
@@ -62,6 +74,70 @@ async def test_a_failed_oha_ends_the_run(tmp_path: Path) -> None:
     oha = fake_oha(tmp_path, '#!/bin/sh\necho "error: refused" >&2; exit 1\n')
     with pytest.raises(SystemExit, match=re.escape("oha failed (1): error: refused")):
         await drive_oha(run(), "http://127.0.0.1:9", oha)
+
+
+async def test_aiohttp_counts_unanswered_requests_by_kind() -> None:
+    with socket.socket() as closed:  # a port with nobody listening
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    ran = Run(rate=20, duration=0.15, concurrency=2, marker="t", since=datetime.now(UTC))
+    await drive_aiohttp(ran, f"http://127.0.0.1:{port}")
+    assert ran.samples == []
+    assert ran.failures == {"ClientConnectorError": 3}
+    assert ran.sent == 3
+
+
+def test_unanswered_requests_count_as_the_timeout_in_the_percentiles() -> None:
+    ran = run()
+    ran.samples = [Sample(due=i / 10, latency=0.005, status=202) for i in range(98)]
+    ran.failures.update({"timeout": 2})
+    latencies = post_latencies_ms(ran)
+    assert (percentile(latencies, 50), percentile(latencies, 99)) == (5.0, 10_000.0)
+
+
+FAKE_CARGO = """#!/bin/sh
+echo run >> {runs}
+if [ "{builds}" = yes ]; then mkdir -p "$7/bin" && touch "$7/bin/oha"; exit 0; fi
+echo "error: rustc 1.63.0 is not supported by oha" >&2; exit 101
+"""
+
+
+def fake_cargo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, builds: bool) -> Path:
+    runs = tmp_path / "cargo-runs"
+    cargo = tmp_path / "cargo"
+    cargo.write_text(FAKE_CARGO.format(runs=runs, builds="yes" if builds else "no"))
+    cargo.chmod(0o755)
+    monkeypatch.setattr(bench.shutil, "which", lambda name: str(cargo) if name == "cargo" else None)
+    monkeypatch.setenv("DEVSTACK_CACHE_DIR", str(tmp_path / "cache"))
+    return runs
+
+
+def test_oha_is_built_once_into_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runs = fake_cargo(tmp_path, monkeypatch, builds=True)
+    built = oha_binary(StackConfig())
+    assert built == tmp_path / "cache" / f"oha-{bench.OHA_VERSION}" / "bin" / "oha"
+    assert oha_binary(StackConfig()) == built
+    assert runs.read_text().count("run") == 1
+
+
+def test_a_failed_oha_build_is_not_tried_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs = fake_cargo(tmp_path, monkeypatch, builds=False)
+    assert oha_binary(StackConfig()) is None  # the bench falls back to aiohttp
+    assert oha_binary(StackConfig()) is None
+    assert runs.read_text().count("run") == 1
+    log = tmp_path / "cache" / f"oha-{bench.OHA_VERSION}" / "build-failed.log"
+    assert "not supported" in log.read_text()
+    log.unlink()  # deleting the log asks for another try
+    assert oha_binary(StackConfig()) is None
+    assert runs.read_text().count("run") == 2
+
+
+def test_without_cargo_there_is_no_oha(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bench.shutil, "which", lambda name: None)
+    monkeypatch.setenv("DEVSTACK_CACHE_DIR", str(tmp_path / "cache"))
+    assert oha_binary(StackConfig()) is None
 
 
 @pytest.mark.parametrize(
