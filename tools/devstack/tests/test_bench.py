@@ -2,6 +2,7 @@
 the bench."""
 
 import re
+import shutil
 import socket
 import sys
 from datetime import UTC, datetime
@@ -107,7 +108,7 @@ def fake_cargo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, builds: bool)
     cargo = tmp_path / "cargo"
     cargo.write_text(FAKE_CARGO.format(runs=runs, builds="yes" if builds else "no"))
     cargo.chmod(0o755)
-    monkeypatch.setattr(bench.shutil, "which", lambda name: str(cargo) if name == "cargo" else None)
+    monkeypatch.setattr(shutil, "which", lambda name: str(cargo) if name == "cargo" else None)
     monkeypatch.setenv("DEVSTACK_CACHE_DIR", str(tmp_path / "cache"))
     return runs
 
@@ -135,7 +136,7 @@ def test_a_failed_oha_build_is_not_tried_again(
 
 
 def test_without_cargo_there_is_no_oha(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bench.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     monkeypatch.setenv("DEVSTACK_CACHE_DIR", str(tmp_path / "cache"))
     assert oha_binary(StackConfig()) is None
 
