@@ -1,13 +1,17 @@
 """The bench's load driver: what it asks of oha and reads back, and that a failed run ends
 the bench."""
 
+import asyncio
 import re
 import shutil
 import socket
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
+import asyncpg
 import pytest
 
 from prequal_devstack import bench
@@ -20,6 +24,7 @@ from prequal_devstack.bench import (
     oha_binary,
     percentile,
     post_latencies_ms,
+    progress,
 )
 from prequal_devstack.config import StackConfig
 
@@ -139,6 +144,29 @@ def test_without_cargo_there_is_no_oha(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setattr(shutil, "which", lambda name: None)
     monkeypatch.setenv("DEVSTACK_CACHE_DIR", str(tmp_path / "cache"))
     assert oha_binary(StackConfig()) is None
+
+
+class SlowCounts:
+    """Stands in for the pool: 1,000 applications a second, each count taking 0.1 s."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+
+    async def fetchrow(self, *_: object) -> dict[str, int]:
+        await asyncio.sleep(0.1)
+        count = int(1000 * (time.monotonic() - self.started))
+        return {"accepted": count, "decided": count}
+
+
+async def test_progress_counts_per_second_of_wall_clock() -> None:
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(progress(run(), cast(asyncpg.Pool, SlowCounts()), stop))
+    await asyncio.sleep(4.5)
+    stop.set()
+    series = await watcher
+    # Not 1,100 a "second" of a second and a count, nor 4 points for 5 s.
+    assert [round(point["t"]) for point in series] == [1, 2, 3, 4, 5]
+    assert all(950 <= point["accepted_per_s"] <= 1050 for point in series), series
 
 
 @pytest.mark.parametrize(
