@@ -270,14 +270,16 @@ async def progress(run: Run, pool: asyncpg.Pool, stop: asyncio.Event) -> list[di
     last_accepted = last_decided = 0
     started = last_at = time.monotonic()
     while not stop.is_set():
-        await asyncio.sleep(max(0.0, started + len(series) + 1 - time.monotonic()))
+        # The next whole second: after a count that took longer than a second, no burst of
+        # counts to catch up.
+        await asyncio.sleep(1 - (time.monotonic() - started) % 1)
+        now = time.monotonic()  # PostgreSQL counts as of the query's start
         row = await pool.fetchrow(
             "SELECT count(*) AS accepted, count(*) FILTER (WHERE status <> 'PENDING') AS decided"
             f" FROM applications WHERE {THIS_RUN}",
             run.marker,
             run.since,
         )
-        now = time.monotonic()
         accepted, decided = int(row["accepted"]), int(row["decided"])
         elapsed = max(now - last_at, 1e-3)
         point: dict[str, float] = {
@@ -447,7 +449,9 @@ def chart(
     top.grid(alpha=0.3)
     top.set_title(title)
     seconds = sorted(post_p99)
-    bottom.plot(seconds, [post_p99[x] for x in seconds], label="POST p99 (per second)")
+    bottom.plot(
+        seconds, [post_p99[x] for x in seconds], label="POST p99 (per second, answered requests)"
+    )
     if e2e:
         bottom.scatter(
             [x for x, _ in e2e],
@@ -510,7 +514,8 @@ async def bench(
     oha = oha_binary(config) if generator in ("auto", "oha") else None
     if generator == "oha" and oha is None:
         raise SystemExit(
-            "oha is not available (it needs Rust's cargo to build): use --generator aiohttp"
+            "oha is not available (it needs Rust 1.88 or later and a C compiler to build, and"
+            " a failed build leaves its log in the cache): use --generator aiohttp"
         )
     pool = await connect(config.database_url, size=2)
     if warmup_s > 0:
