@@ -1,5 +1,5 @@
-"""The bench's load driver: what it asks of oha and reads back, and that a failed run ends
-the bench."""
+"""The bench's own workings: what it asks of oha and reads back, oha's build, how requests
+never answered count, and the once-a-second counts."""
 
 import asyncio
 import re
