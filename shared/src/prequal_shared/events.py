@@ -46,8 +46,18 @@ def _exact_amount(value: Any) -> Any:
 
 Money = Annotated[
     Decimal,
+    # The constraints first, on the Decimal itself, so that pydantic checks them natively;
+    # after a validator of ours it checks them in Python, 2 us an amount, and each application
+    # has its amounts validated ten times on the way through the three services. The
+    # validators below still run in their order around it: before, Decimal, after.
+    Field(
+        gt=0,
+        max_digits=12,
+        decimal_places=2,
+        allow_inf_nan=False,
+        json_schema_extra={"max_digits": 12, "decimal_places": 2},  # as documented before
+    ),
     BeforeValidator(_exact_amount),
-    Field(gt=0, max_digits=12, decimal_places=2, allow_inf_nan=False),
     # One way to write each amount, with its paise, as PostgreSQL's NUMERIC(12,2) stores it:
     # "100000", "1E+5" and "100000.000" are all 100000.00 in the row, the event and the logs.
     AfterValidator(lambda value: value.quantize(_PAISE)),
