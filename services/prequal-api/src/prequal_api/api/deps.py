@@ -1,7 +1,7 @@
 """Request-scoped dependencies: the unit of work and what the lifespan built.
 
 FastAPI solves every dependency of every request (py-spy: 4% of the API's CPU in that), so a
-route takes few: the POST route one, its intake.
+route takes few: the POST route none (it finds its intake on the app's state).
 
 All `async def`: FastAPI runs a plain `def` dependency in a worker thread, a thread hop per
 dependency per request (py-spy showed the hand-offs as a quarter of the API's samples).
@@ -16,7 +16,6 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from prequal_api.domain.applications import ApplicationIntake
 from prequal_api.messaging.outbox_relay import OutboxRelay
 from prequal_shared.errors import DependencyUnavailableError, is_transient
 
@@ -31,11 +30,6 @@ async def get_relay(request: Request) -> OutboxRelay:
 async def get_statements(request: Request) -> AsyncEngine:
     engine: AsyncEngine = request.app.state.statements
     return engine
-
-
-async def get_intake(request: Request) -> ApplicationIntake:
-    intake: ApplicationIntake = request.app.state.intake
-    return intake
 
 
 @contextlib.asynccontextmanager
@@ -59,4 +53,3 @@ async def unit_of_work(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
 
 RelayDep = Annotated[OutboxRelay, Depends(get_relay)]
 StatementsDep = Annotated[AsyncEngine, Depends(get_statements)]
-IntakeDep = Annotated[ApplicationIntake, Depends(get_intake)]
