@@ -1,8 +1,22 @@
-"""Prometheus metrics of the consumers (the API's come from prometheus-fastapi-instrumentator)."""
+"""Prometheus metrics of the consumers and the outbox relay, and the text every `/metrics`
+serves (the API's request metrics are in `prequal_api.api.metrics`)."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from starlette.requests import Request
+from starlette.responses import Response
 
 MESSAGES = Counter(
     "prequal_consumer_messages_total",
@@ -55,3 +69,14 @@ OUTBOX_LEFT_TO_SWEEP = Counter(
     " failed or was not acknowledged, too many events in memory, or published but not marked);"
     " the sweep publishes them after its grace period.",
 )
+
+
+async def metrics_endpoint(_: Request) -> Response:
+    """`GET /metrics`: Prometheus' text format. With several API workers each writes its own
+    files (prometheus_client's multiprocess mode, `PROMETHEUS_MULTIPROC_DIR`), summed here
+    whichever worker is scraped."""
+    registry = REGISTRY
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -15,7 +15,6 @@ from typing import Any
 import structlog
 import uvicorn
 from aiokafka import AIOKafkaConsumer
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -32,6 +31,7 @@ from prequal_shared.kafka import (
     create_producer,
     stop_consumer,
 )
+from prequal_shared.metrics import metrics_endpoint
 from prequal_shared.shutdown import finish_or_abandon
 
 log = structlog.stdlib.get_logger(__name__)
@@ -82,10 +82,7 @@ def ops_server(*, port: int, host: str, is_healthy: Callable[[], bool]) -> uvico
         ok = is_healthy()
         return JSONResponse({"status": "ok" if ok else "starting"}, status_code=200 if ok else 503)
 
-    async def metrics(_: Request) -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
-    app = Starlette(routes=[Route("/health", health), Route("/metrics", metrics)])
+    app = Starlette(routes=[Route("/health", health), Route("/metrics", metrics_endpoint)])
     config = uvicorn.Config(
         app, host=host, port=port, log_config=None, access_log=False, lifespan="off"
     )

@@ -11,10 +11,10 @@ from typing import Any
 import structlog
 from asgi_correlation_id import CorrelationIdMiddleware, correlation_id
 from fastapi import FastAPI
-from prometheus_fastapi_instrumentator import Instrumentator, metrics
 
 from prequal_api.api.deps import CORRELATION_HEADER
 from prequal_api.api.errors import install_error_handlers
+from prequal_api.api.metrics import RequestMetrics
 from prequal_api.api.routes import router
 from prequal_api.api.schemas import MAX_BODY_BYTES
 from prequal_api.domain.applications import ApplicationIntake
@@ -26,10 +26,10 @@ from prequal_shared.db import create_engine, create_session_factory
 from prequal_shared.events import MAX_CORRELATION_ID_LENGTH
 from prequal_shared.kafka import create_producer
 from prequal_shared.logging import configure_logging
+from prequal_shared.metrics import metrics_endpoint
 from prequal_shared.runtime import freeze_startup_objects
 
 SERVICE = "prequal-api"
-LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 log = structlog.stdlib.get_logger(SERVICE)
 
 
@@ -100,15 +100,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     )
     app.include_router(router)
     install_error_handlers(app)
-    # The two documented metrics, not the library's default set (which adds request and
-    # response sizes and a second, label-less histogram: 4% of a worker's CPU under load),
-    # with buckets around the 50 ms objective instead of its default 0.1 / 0.5 / 1 s.
-    Instrumentator(
-        should_group_status_codes=False,
-        excluded_handlers=["/metrics", "/health", "/health/ready"],
-    ).add(metrics.requests()).add(
-        metrics.latency(should_include_status=False, buckets=LATENCY_BUCKETS_S)
-    ).instrument(app).expose(app, include_in_schema=False)
+    app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
+    app.add_middleware(RequestMetrics, excluded=frozenset({"/metrics", "/health", "/health/ready"}))
 
     app.add_middleware(
         CorrelationIdMiddleware,

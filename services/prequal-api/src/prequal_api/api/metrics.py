@@ -1,0 +1,63 @@
+"""The API's request metrics: a count by route, method and status, and a latency histogram.
+
+A pure-ASGI middleware reads the route FastAPI has already matched (`scope["route"]`). The
+prometheus-fastapi-instrumentator it replaces matched every request against the routes a
+second time and built a request, a response and an info object for it: 30 us of the 165 us
+that the API's own layers spent on a POST (docs/performance.md, twelfth look).
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+"""Around the 50 ms objective for a POST."""
+
+UNMATCHED = "none"
+"""The handler label of a request no route matched (one label, however many paths)."""
+
+REQUESTS = Counter(
+    "http_requests_total",
+    "Total number of requests by method, status and handler.",
+    ["method", "status", "handler"],
+)
+LATENCY = Histogram(
+    "http_request_duration_seconds",
+    "Latency with no filter by status, by method and handler.",
+    ["method", "handler"],
+    buckets=LATENCY_BUCKETS_S,
+)
+
+
+class RequestMetrics:
+    """Counts and times every HTTP request except those to `excluded` routes."""
+
+    def __init__(self, app: ASGIApp, *, excluded: frozenset[str]) -> None:
+        self.app = app
+        self._excluded = excluded
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # unless a response starts: an exception escaped the app
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            # Set by the router when a route matched: its path template, not the request's.
+            handler = getattr(scope.get("route"), "path", UNMATCHED)
+            if handler not in self._excluded:
+                method = scope["method"]
+                REQUESTS.labels(method, str(status), handler).inc()
+                LATENCY.labels(method, handler).observe(time.perf_counter() - started)
