@@ -93,3 +93,28 @@ async def test_metrics_of_every_service_after_traffic(
     assert any(name == "prequal_consumer_lag" for name, _ in decision)
     assert ("prequal_circuit_breaker_state", frozenset({("breaker", "postgres")})) in decision
     assert value(decision, "prequal_circuit_breaker_state", breaker="postgres") == 0
+
+
+async def test_api_metrics_label_requests_by_route_template(api: httpx.AsyncClient) -> None:
+    """The handler label is the matched route's template, one label for every unmatched path,
+    and the health and metrics routes are not counted."""
+    unknown_id = "01890000-0000-7000-8000-000000000000"
+    before = samples((await api.get("/metrics")).text)
+    assert (await api.get(f"/applications/{unknown_id}/status")).status_code == 404
+    assert (await api.get("/no-such-route/4B6F2E")).status_code == 404
+    assert (await api.get("/health")).status_code == 200
+    after = samples((await api.get("/metrics")).text)
+
+    def added(**labels: str) -> float:
+        return value(after, "http_requests_total", **labels) - value(
+            before, "http_requests_total", **labels
+        )
+
+    status_route = "/applications/{application_id}/status"
+    assert added(handler=status_route, method="GET", status="404") == 1
+    assert added(handler="none", method="GET", status="404") == 1
+    assert value(after, "http_requests_total", handler=f"/applications/{unknown_id}/status") == 0
+    assert value(after, "http_requests_total", handler="/no-such-route/4B6F2E") == 0
+    assert value(after, "http_requests_total", handler="/health") == 0
+    assert value(after, "http_requests_total", handler="/metrics") == 0
+    assert value(after, "http_request_duration_seconds_count", handler=status_route) >= 1
