@@ -73,8 +73,9 @@ async def create_application(application: ApplicationIn, request: Request) -> Re
         pan=mask_pan(application.pan_number),
     )
     # Rendered here, as the route's response model documents it. Solving a dependency for the
-    # intake and letting FastAPI validate and render the returned model cost 11 us of the 130
-    # that the API's own layers spend on a POST (docs/performance.md, twelfth look).
+    # intake and letting FastAPI validate and render the returned model cost 11 us a request
+    # (the API's own layers, measured apart from server, database and Kafka: docs/performance.md,
+    # twelfth look).
     accepted = ApplicationAccepted(application_id=new.id)
     return Response(
         accepted.model_dump_json(), status_code=status.HTTP_202_ACCEPTED, media_type=JSON
