@@ -26,6 +26,7 @@ from prequal_shared.ids import new_id
 
 _PLAIN_DECIMAL = re.compile(r"[ \t\r\n]*[0-9]+(\.[0-9]+)?[ \t\r\n]*")
 _PAISE = Decimal("0.01")
+_MAX_DIGITS, _DECIMAL_PLACES = 12, 2  # NUMERIC(12,2), the amounts' column type
 
 
 def _exact_amount(value: Any) -> Any:
@@ -52,11 +53,11 @@ Money = Annotated[
     # validators below still run in their order around it: before, Decimal, after.
     Field(
         gt=0,
-        max_digits=12,
-        decimal_places=2,
+        max_digits=_MAX_DIGITS,
+        decimal_places=_DECIMAL_PLACES,
         allow_inf_nan=False,
         # Natively checked, these two are left out of the JSON schema: put back.
-        json_schema_extra={"max_digits": 12, "decimal_places": 2},
+        json_schema_extra={"max_digits": _MAX_DIGITS, "decimal_places": _DECIMAL_PLACES},
     ),
     BeforeValidator(_exact_amount),
     # One way to write each amount, with its paise, as PostgreSQL's NUMERIC(12,2) stores it:

@@ -33,7 +33,6 @@ from prequal_shared.domain import mask_pan
 router = APIRouter(route_class=DecimalJSONRoute)
 log = structlog.stdlib.get_logger(__name__)
 
-JSON = "application/json"
 _UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     503: {"model": Problem, "description": "PostgreSQL is unavailable"}
 }
@@ -78,7 +77,9 @@ async def create_application(application: ApplicationIn, request: Request) -> Re
     # twelfth look).
     accepted = ApplicationAccepted(application_id=new.id)
     return Response(
-        accepted.model_dump_json(), status_code=status.HTTP_202_ACCEPTED, media_type=JSON
+        accepted.model_dump_json(),
+        status_code=status.HTTP_202_ACCEPTED,
+        media_type="application/json",
     )
 
 
