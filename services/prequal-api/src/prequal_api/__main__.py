@@ -8,6 +8,7 @@ import tempfile
 
 import uvicorn
 
+from prequal_api.server import HttpProtocol
 from prequal_api.settings import ApiSettings
 from prequal_shared.config import load_settings
 
@@ -25,6 +26,7 @@ def main() -> None:
         uvicorn.run(
             "prequal_api.main:create_app",
             factory=True,
+            http=HttpProtocol,  # each response in one write (see prequal_api.server)
             host=settings.api_host,
             port=settings.api_port,
             workers=settings.api_workers,
