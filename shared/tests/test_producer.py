@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaTimeoutError, OutOfOrderSequenceNumber
 
 from prequal_devstack.testing import StackInfo, TopicFactory, read_topic
-from prequal_shared.kafka import Producer
+from prequal_shared.kafka import Message, Producer
 
 
 async def test_after_a_fatal_answer_the_retried_send_reaches_kafka(
@@ -61,6 +61,45 @@ async def test_after_a_fatal_answer_the_retried_send_reaches_kafka(
 
     received = await read_topic(stack.kafka_bootstrap_servers, topic, count=4, timeout_s=3)
     assert [r.value for r in received] == [b"1", b"2", b"3"]  # each once, in order
+
+
+async def test_send_many_puts_each_message_where_send_would_in_order(
+    stack: StackInfo, topics: TopicFactory
+) -> None:
+    """Batches per partition: the partition `send` picks for the key, each partition's messages
+    in the order given, and more than fit in one batch (16 KiB) all delivered, once each."""
+    topic = await topics.create("send-many", partitions=3)
+    keys = [f"application-{i}".encode() for i in range(8)]
+    producer = Producer(
+        lambda: AIOKafkaProducer(
+            bootstrap_servers=stack.kafka_bootstrap_servers, acks="all", enable_idempotence=True
+        )
+    )
+    await producer.start()
+    try:
+        for key in keys:  # one by one, as aiokafka partitions them: the reference
+            await producer.send_and_wait(topic, key=key, value=b"reference")
+        messages = [
+            Message(key=keys[i % 8], value=b"%04d" % i + b"." * 1000, headers=[("n", b"%d" % i)])
+            for i in range(60)  # 60 kB: several batches for each partition
+        ]
+        acks = await producer.send_many(topic, messages)
+        assert len(acks) > 3
+        await asyncio.gather(*acks)
+    finally:
+        await producer.stop()
+
+    received = await read_topic(stack.kafka_bootstrap_servers, topic, count=68, timeout_s=3)
+    assert len(received) == 68
+    partition_of = {r.key: r.partition for r in received if r.value == b"reference"}
+    assert len(set(partition_of.values())) > 1  # the keys spread over the partitions
+    batched = [r for r in received if r.value != b"reference"]
+    assert all(r.partition == partition_of[r.key] for r in batched)
+    for partition in set(partition_of.values()):
+        numbers = [int(r.value[:4]) for r in batched if r.partition == partition]
+        assert numbers == sorted(numbers)
+    assert sorted(int(r.value[:4]) for r in batched) == list(range(60))
+    assert all(dict(r.headers)["n"] == b"%d" % int(r.value[:4]) for r in batched)
 
 
 class FakeClient:

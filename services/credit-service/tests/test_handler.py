@@ -14,14 +14,16 @@ from prequal_shared.events import encode
 
 
 class HeldProducer:
-    """Hands back an acknowledgement per send that the test settles."""
+    """Hands back an acknowledgement per message that the test settles (Kafka acknowledges a
+    batch per partition: one message per partition, here)."""
 
     def __init__(self) -> None:
         self.acks: list[asyncio.Future[None]] = []
 
-    async def send(self, topic: str, **_: Any) -> asyncio.Future[None]:
-        self.acks.append(asyncio.get_running_loop().create_future())
-        return self.acks[-1]
+    async def send_many(self, topic: str, messages: list[Any]) -> list[asyncio.Future[None]]:
+        acks = [asyncio.get_running_loop().create_future() for _ in messages]
+        self.acks.extend(acks)
+        return acks
 
 
 def submitted(n: int) -> list[Any]:

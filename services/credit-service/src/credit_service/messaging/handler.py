@@ -22,7 +22,7 @@ from prequal_shared.events import (
     new_event_fields,
 )
 from prequal_shared.ids import derived_id
-from prequal_shared.kafka import Producer
+from prequal_shared.kafka import Message, Producer
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -54,7 +54,8 @@ def credit_report_for(event: ApplicationSubmittedEvent) -> CreditReportGenerated
 
 
 class CreditReportHandler:
-    """Scores a batch and publishes its reports together: one round of acknowledgements."""
+    """Scores a batch and publishes its reports together: one batch per partition, and one
+    round of acknowledgements."""
 
     def __init__(self, *, producer: Producer, topic: str) -> None:
         self._producer = producer
@@ -62,7 +63,6 @@ class CreditReportHandler:
 
     async def __call__(self, records: Sequence[Record]) -> dict[int, PermanentError]:
         failures: dict[int, PermanentError] = {}
-        acks = []
         published: list[tuple[ApplicationSubmittedEvent, CreditReportGeneratedEvent]] = []
         for index, record in enumerate(records):
             try:
@@ -70,16 +70,18 @@ class CreditReportHandler:
             except PermanentError as exc:
                 failures[index] = exc
                 continue
-            report = credit_report_for(event)
-            acks.append(
-                await self._producer.send(
-                    self._topic,
-                    value=encode(report),
+            published.append((event, credit_report_for(event)))
+        acks = await self._producer.send_many(
+            self._topic,
+            [
+                Message(
                     key=str(report.payload.application_id).encode(),
+                    value=encode(report),
                     headers=headers_for(report),
                 )
-            )
-            published.append((event, report))
+                for _, report in published
+            ],
+        )
         # Only when every report is acknowledged is the batch done (and its offsets committed).
         outcomes = await asyncio.gather(*acks, return_exceptions=True)
         for outcome in outcomes:
