@@ -80,11 +80,17 @@ async def test_send_many_puts_each_message_where_send_would_in_order(
         for key in keys:  # one by one, as aiokafka partitions them: the reference
             await producer.send_and_wait(topic, key=key, value=b"reference")
         messages = [
-            Message(key=keys[i % 8], value=b"%04d" % i + b"." * 1000, headers=[("n", b"%d" % i)])
+            Message(
+                topic=topic,
+                key=keys[i % 8],
+                value=b"%04d" % i + b"." * 1000,
+                headers=[("n", b"%d" % i)],
+            )
             for i in range(60)  # 60 kB: several batches for each partition
         ]
-        acks = await producer.send_many(topic, messages)
-        assert len(acks) > 3
+        acks = await producer.send_many(messages)
+        assert len(acks) == 60
+        assert len(set(acks)) > 3  # a future per batch, shared by its messages
         await asyncio.gather(*acks)
     finally:
         await producer.stop()
@@ -100,6 +106,55 @@ async def test_send_many_puts_each_message_where_send_would_in_order(
         assert numbers == sorted(numbers)
     assert sorted(int(r.value[:4]) for r in batched) == list(range(60))
     assert all(dict(r.headers)["n"] == b"%d" % int(r.value[:4]) for r in batched)
+
+
+async def test_send_many_fails_only_the_batches_kafka_refuses(
+    stack: StackInfo, topics: TopicFactory
+) -> None:
+    """The client refuses a batch (its buffer full for too long, say): the messages handed
+    over before it are delivered and their futures say so; the refused batch's fail. When
+    the first batch is refused, nothing was handed over, and send_many raises."""
+    topic = await topics.create("send-many-refused", partitions=2)
+    refuse_call = 2
+
+    def factory() -> AIOKafkaProducer:
+        client = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap_servers)
+        send_batch, calls = client.send_batch, 0
+
+        async def refusing(batch: Any, topic: str, *, partition: int) -> asyncio.Future[Any]:
+            nonlocal calls
+            calls += 1
+            if calls == refuse_call:
+                raise KafkaTimeoutError
+            sent: asyncio.Future[Any] = await send_batch(batch, topic, partition=partition)
+            return sent
+
+        client.send_batch = refusing
+        return client
+
+    producer = Producer(factory)
+    await producer.start()
+    try:
+        messages = [
+            Message(topic=topic, key=b"%d" % i, value=b"%d" % i, headers=[]) for i in range(8)
+        ]
+        acks = await producer.send_many(messages)
+        outcomes = await asyncio.gather(*acks, return_exceptions=True)
+        outcome = {m.value: o for m, o in zip(messages, outcomes, strict=True)}
+        refused = {value for value, o in outcome.items() if isinstance(o, KafkaTimeoutError)}
+        delivered = {value for value, o in outcome.items() if not isinstance(o, BaseException)}
+        assert refused
+        assert delivered
+        assert refused | delivered == set(outcome)
+        refuse_call = 3  # the next client call is the first of the next send_many
+        with pytest.raises(KafkaTimeoutError):
+            await producer.send_many(messages)
+    finally:
+        await producer.stop()
+
+    received = await read_topic(stack.kafka_bootstrap_servers, topic, count=9, timeout_s=3)
+    assert {r.value for r in received} == delivered
+    assert len(received) == len(delivered)
 
 
 class FakeClient:

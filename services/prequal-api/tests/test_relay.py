@@ -9,7 +9,7 @@ where the test is about what Kafka itself answers.
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import pytest
@@ -25,7 +25,7 @@ from prequal_api.persistence.repository import OutboxMessage, mark_published
 from prequal_devstack.testing import StackInfo, TopicFactory, poll_until, read_topic
 from prequal_shared.config import CommonSettings
 from prequal_shared.db import create_session_factory
-from prequal_shared.kafka import Producer, create_producer
+from prequal_shared.kafka import Message, Producer, create_producer
 
 BATCH = 10
 
@@ -65,6 +65,24 @@ class FakeProducer:
                     self._ack_delay_s, ack.set_exception, self._ack_error
                 )
         return ack
+
+    async def send_many(self, messages: Sequence[Message]) -> list[asyncio.Future[None]]:
+        """`send` for each, under `Producer.send_many`'s contract: a refusal raises if nothing
+        was handed over yet, and otherwise fails that message and those after it (as a buffer
+        that stays full would)."""
+        acks: list[asyncio.Future[None]] = []
+        for sent, one in enumerate(messages):
+            try:
+                acks.append(await self.send(one.topic, value=one.value, key=one.key))
+            except Exception as exc:
+                if not acks:
+                    raise
+                for _ in messages[sent:]:
+                    refused: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                    refused.set_exception(exc)
+                    acks.append(refused)
+                break
+        return acks
 
 
 @pytest.fixture

@@ -72,9 +72,9 @@ class CreditReportHandler:
                 continue
             published.append((event, credit_report_for(event)))
         acks = await self._producer.send_many(
-            self._topic,
             [
                 Message(
+                    topic=self._topic,
                     key=str(report.payload.application_id).encode(),
                     value=encode(report),
                     headers=headers_for(report),

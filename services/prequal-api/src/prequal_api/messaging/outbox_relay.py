@@ -33,7 +33,7 @@ from prequal_api.persistence import repository
 from prequal_api.persistence.repository import OutboxMessage
 from prequal_api.settings import SWEEP_ACK_TIMEOUT_S
 from prequal_shared.errors import is_transient
-from prequal_shared.kafka import Producer
+from prequal_shared.kafka import Message, Producer
 from prequal_shared.metrics import OUTBOX_BACKLOG, OUTBOX_LEFT_TO_SWEEP, OUTBOX_PUBLISHED
 from prequal_shared.shutdown import finish_or_abandon
 
@@ -186,14 +186,14 @@ class OutboxRelay:
         up with, events arrive while these are sent, and the sweep must still get its turn."""
         for _ in range(math.ceil(len(self._queue) / self._batch_size)):
             batch, self._queue = self._queue[: self._batch_size], self._queue[self._batch_size :]
-            for sent, message in enumerate(batch):
-                try:
-                    ack = await self._send_one(message)
-                except Exception:
-                    # Still in the outbox: the sweep publishes them after the grace period.
-                    OUTBOX_LEFT_TO_SWEEP.inc(len(batch) - sent + len(self._queue))
-                    self._queue.clear()
-                    raise
+            try:
+                acks = await self._send(batch)
+            except Exception:
+                # Still in the outbox: the sweep publishes them after the grace period.
+                OUTBOX_LEFT_TO_SWEEP.inc(len(batch) + len(self._queue))
+                self._queue.clear()
+                raise
+            for message, ack in zip(batch, acks, strict=True):
                 self._follow_up(message, ack)
 
     def _follow_up(self, message: OutboxMessage, ack: asyncio.Future[Any]) -> None:
@@ -285,8 +285,7 @@ class OutboxRelay:
                 # without end): the claim's transaction would stay open, holding the rows.
                 async with asyncio.timeout(SWEEP_ACK_TIMEOUT_S):
                     messages = await self._publishable(claimed)
-                    for message in messages:
-                        acks.append(await self._send_one(message))
+                    acks = await self._send(messages)
                     if acks:
                         await asyncio.wait(acks)
             except Exception as exc:  # the timeout, or a send refused
@@ -384,14 +383,19 @@ class OutboxRelay:
             self._topics_seen |= found
         return [message for message in messages if message.topic in self._topics_seen]
 
-    async def _send_one(self, message: OutboxMessage) -> asyncio.Future[Any]:
-        ack: asyncio.Future[Any] = await self._producer.send(
-            message.topic,
-            value=message.payload,
-            key=message.key,
-            headers=[(name, value.encode()) for name, value in message.headers.items()],
+    async def _send(self, messages: Sequence[OutboxMessage]) -> list[asyncio.Future[Any]]:
+        """Hand messages to the producer: a future for each, that of its batch."""
+        return await self._producer.send_many(
+            [
+                Message(
+                    topic=message.topic,
+                    key=message.key,
+                    value=message.payload,
+                    headers=[(name, value.encode()) for name, value in message.headers.items()],
+                )
+                for message in messages
+            ]
         )
-        return ack
 
     async def prune(self) -> int:
         """Delete one batch of events published more than `retention_h` ago."""
