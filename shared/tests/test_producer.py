@@ -108,18 +108,19 @@ async def test_send_many_puts_each_message_where_send_would_in_order(
     assert all(dict(r.headers)["n"] == b"%d" % int(r.value[:4]) for r in batched)
 
 
-async def test_send_many_fails_only_the_batches_kafka_refuses(
+async def test_send_many_stops_at_the_batch_kafka_refuses(
     stack: StackInfo, topics: TopicFactory
 ) -> None:
-    """The client refuses a batch (its buffer full for too long, say): the messages handed
-    over before it are delivered and their futures say so; the refused batch's fail. When
-    the first batch is refused, nothing was handed over, and send_many raises."""
-    topic = await topics.create("send-many-refused", partitions=2)
-    refuse_call = 2
+    """The client refuses a batch (its buffer full for too long, say): the batch handed over
+    before it is delivered and its futures say so; the refused one and those after it fail,
+    and are not tried. When the first batch is refused, nothing was handed over, and
+    send_many raises."""
+    topic = await topics.create("send-many-refused", partitions=3)
+    calls, refuse_call = 0, 2
 
     def factory() -> AIOKafkaProducer:
         client = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap_servers)
-        send_batch, calls = client.send_batch, 0
+        send_batch = client.send_batch
 
         async def refusing(batch: Any, topic: str, *, partition: int) -> asyncio.Future[Any]:
             nonlocal calls
@@ -136,23 +137,31 @@ async def test_send_many_fails_only_the_batches_kafka_refuses(
     await producer.start()
     try:
         messages = [
-            Message(topic=topic, key=b"%d" % i, value=b"%d" % i, headers=[]) for i in range(8)
+            Message(topic=topic, key=b"%d" % i, value=b"%d" % i, headers=[]) for i in range(12)
         ]
-        acks = await producer.send_many(messages)
+        reported: list[tuple[list[int], bool]] = []
+        acks = await producer.send_many(
+            messages,
+            handed_over=lambda indexes, ack: reported.append((list(indexes), ack.done())),
+        )
+        assert calls == 2  # three batches, one per partition: the third was not tried
         outcomes = await asyncio.gather(*acks, return_exceptions=True)
         outcome = {m.value: o for m, o in zip(messages, outcomes, strict=True)}
         refused = {value for value, o in outcome.items() if isinstance(o, KafkaTimeoutError)}
         delivered = {value for value, o in outcome.items() if not isinstance(o, BaseException)}
-        assert refused
         assert delivered
+        assert refused
         assert refused | delivered == set(outcome)
+        # Each batch reported once, as handed over (pending) or refused (failed already).
+        assert sorted(i for indexes, _ in reported for i in indexes) == list(range(12))
+        assert [done for _, done in reported] == [False, True, True]
         refuse_call = 3  # the next client call is the first of the next send_many
         with pytest.raises(KafkaTimeoutError):
             await producer.send_many(messages)
     finally:
         await producer.stop()
 
-    received = await read_topic(stack.kafka_bootstrap_servers, topic, count=9, timeout_s=3)
+    received = await read_topic(stack.kafka_bootstrap_servers, topic, count=13, timeout_s=3)
     assert {r.value for r in received} == delivered
     assert len(received) == len(delivered)
 

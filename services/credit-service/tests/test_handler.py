@@ -20,7 +20,7 @@ class HeldProducer:
     def __init__(self) -> None:
         self.acks: list[asyncio.Future[None]] = []
 
-    async def send_many(self, messages: list[Any]) -> list[asyncio.Future[None]]:
+    async def send_many(self, messages: list[Any], **_: Any) -> list[asyncio.Future[None]]:
         acks = [asyncio.get_running_loop().create_future() for _ in messages]
         self.acks.extend(acks)
         return acks

@@ -30,6 +30,9 @@ from prequal_shared.kafka import Message, Producer, create_producer
 BATCH = 10
 
 
+HandedOver = Callable[[Sequence[int], asyncio.Future[Any]], None]
+
+
 class FakeProducer:
     def __init__(
         self, *, ack_delay_s: float | None = 0.0, ack_error: Exception | None = None
@@ -66,22 +69,28 @@ class FakeProducer:
                 )
         return ack
 
-    async def send_many(self, messages: Sequence[Message]) -> list[asyncio.Future[None]]:
-        """`send` for each, under `Producer.send_many`'s contract: a refusal raises if nothing
-        was handed over yet, and otherwise fails that message and those after it (as a buffer
-        that stays full would)."""
+    async def send_many(
+        self, messages: Sequence[Message], *, handed_over: HandedOver | None = None
+    ) -> list[asyncio.Future[None]]:
+        """`send` for each, under `Producer.send_many`'s contract: each reported as handed
+        over; a refusal raises if nothing was handed over yet, and otherwise fails that message
+        and those after it without trying them."""
         acks: list[asyncio.Future[None]] = []
-        for sent, one in enumerate(messages):
-            try:
-                acks.append(await self.send(one.topic, value=one.value, key=one.key))
-            except Exception as exc:
-                if not acks:
-                    raise
-                for _ in messages[sent:]:
-                    refused: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-                    refused.set_exception(exc)
-                    acks.append(refused)
-                break
+        refusal: Exception | None = None
+        for index, one in enumerate(messages):
+            if refusal is None:
+                try:
+                    ack = await self.send(one.topic, value=one.value, key=one.key)
+                except Exception as exc:
+                    if not acks:
+                        raise
+                    refusal = exc
+            if refusal is not None:
+                ack = asyncio.get_running_loop().create_future()
+                ack.set_exception(refusal)
+            acks.append(ack)
+            if handed_over is not None:
+                handed_over([index], ack)
         return acks
 
 
@@ -638,6 +647,33 @@ async def test_a_stop_during_a_sweep_still_marks_what_kafka_then_acknowledges(
         assert await poll_until(producer.has_sent_something)
     assert len(producer.sent) == 5
     assert await unpublished(scratch_outbox) == 0
+
+
+async def test_a_stop_while_a_sweep_hands_batches_over_marks_those_handed_over(
+    scratch_outbox: AsyncEngine,
+) -> None:
+    """aiokafka takes a partition's next batch only once its earlier one has left: the stop
+    can cut the sweep short between two batches. Those handed over before it are followed up
+    (marked once acknowledged); the rest stay unpublished, for the next sweep."""
+
+    class HandingOverSlowly(FakeProducer):
+        async def send_many(
+            self, messages: Sequence[Message], *, handed_over: HandedOver | None = None
+        ) -> list[asyncio.Future[None]]:
+            await super().send_many(messages[:2], handed_over=handed_over)
+            await asyncio.Event().wait()  # the next batch waits for its partition: cut short
+            raise AssertionError("unreachable")
+
+    await add_backlog(scratch_outbox, 5)
+    producer = HandingOverSlowly(ack_delay_s=1.0)
+    relay = relay_for(scratch_outbox, producer)
+    async with running(relay):
+        assert await poll_until(producer.has_sent_something)
+    assert producer.sent == [b"backlog-1", b"backlog-2"]
+    async with scratch_outbox.connect() as conn:
+        rows = await conn.execute(text("SELECT payload FROM outbox WHERE published_at IS NOT NULL"))
+        assert sorted(bytes(row.payload) for row in rows) == [b"backlog-1", b"backlog-2"]
+    assert await unpublished(scratch_outbox) == 3
 
 
 async def test_events_sent_before_one_the_producer_refuses_are_still_marked(

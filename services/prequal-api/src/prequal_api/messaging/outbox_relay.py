@@ -23,7 +23,7 @@ import math
 import random
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
@@ -61,6 +61,14 @@ MAX_QUEUED_BATCHES = 20
 """The fast path holds at most this many batches of events in memory; past that (Kafka slow,
 or a backlog being swept) committed events are left to the sweep, which reads them from the
 outbox, instead of piling up in memory."""
+
+
+def _refusal(acks: Sequence[asyncio.Future[Any]]) -> BaseException | None:
+    """Why the producer refused some of these at once, if it did."""
+    for ack in acks:
+        if ack.done() and not ack.cancelled() and ack.exception() is not None:
+            return ack.exception()
+    return None
 
 
 class OutboxRelay:
@@ -187,14 +195,30 @@ class OutboxRelay:
         for _ in range(math.ceil(len(self._queue) / self._batch_size)):
             batch, self._queue = self._queue[: self._batch_size], self._queue[self._batch_size :]
             try:
-                acks = await self._send(batch)
+                acks = await self._send(batch, self._follow_up_each(batch))
             except Exception:
-                # Still in the outbox: the sweep publishes them after the grace period.
+                # None went out: still in the outbox, for the sweep after the grace period.
                 OUTBOX_LEFT_TO_SWEEP.inc(len(batch) + len(self._queue))
                 self._queue.clear()
                 raise
-            for message, ack in zip(batch, acks, strict=True):
-                self._follow_up(message, ack)
+            if refusal := _refusal(acks):
+                # Some went out; the refused are followed up as such. Back off, and leave what
+                # is queued to the sweep, as Kafka is not taking more for now.
+                OUTBOX_LEFT_TO_SWEEP.inc(len(self._queue))
+                self._queue.clear()
+                raise refusal
+
+    def _follow_up_each(
+        self, messages: Sequence[OutboxMessage]
+    ) -> Callable[[Sequence[int], asyncio.Future[Any]], None]:
+        """For `send_many`: each message is followed up as its batch is handed over, so that
+        one a stop cuts short is still marked once Kafka acknowledges it."""
+
+        def follow_up(indexes: Sequence[int], ack: asyncio.Future[Any]) -> None:
+            for index in indexes:
+                self._follow_up(messages[index], ack)
+
+        return follow_up
 
     def _follow_up(self, message: OutboxMessage, ack: asyncio.Future[Any]) -> None:
         """`_confirm` marks the event once Kafka acknowledged it; the sweep leaves it alone
@@ -278,21 +302,28 @@ class OutboxRelay:
             if not claimed:
                 return 0
             messages: list[OutboxMessage] = []
-            acks: list[asyncio.Future[Any]] = []
+            acks: list[asyncio.Future[Any] | None] = []  # none: not handed over (yet)
+
+            def handed_over(indexes: Sequence[int], ack: asyncio.Future[Any]) -> None:
+                for index in indexes:
+                    acks[index] = ack
+
             error: Exception | None = None
             try:
                 # Not for ever while Kafka is away (aiokafka retries unacknowledged sends
                 # without end): the claim's transaction would stay open, holding the rows.
                 async with asyncio.timeout(SWEEP_ACK_TIMEOUT_S):
                     messages = await self._publishable(claimed)
-                    acks = await self._send(messages)
-                    if acks:
-                        await asyncio.wait(acks)
+                    acks = [None] * len(messages)
+                    await self._send(messages, handed_over)
+                    if sent := [ack for ack in acks if ack is not None]:
+                        await asyncio.wait(sent)
             except Exception as exc:  # the timeout, or a send refused
                 error = exc
             except BaseException:  # a stop: the claim is rolled back; what was sent is followed up
                 for message, ack in zip(messages, acks, strict=False):
-                    self._follow_up(message, ack)
+                    if ack is not None:
+                        self._follow_up(message, ack)
                 raise
             acknowledged, pending = self._sort_out(messages, acks)
             await repository.mark_published(session, [m.event_id for m in acknowledged])
@@ -349,14 +380,16 @@ class OutboxRelay:
         return ack is not None and not ack.done()
 
     def _sort_out(
-        self, messages: list[OutboxMessage], acks: list[asyncio.Future[Any]]
+        self, messages: list[OutboxMessage], acks: list[asyncio.Future[Any] | None]
     ) -> tuple[list[OutboxMessage], list[uuid.UUID]]:
         """The swept messages Kafka acknowledged, and the ids of those it has not answered yet
         (a partition it cannot write to for a while): these are followed up like the fast
         path's, marked when acknowledged and left alone by the next sweeps meanwhile. Those
-        refused, or never handed to the producer (`acks` ends there), are the next sweep's."""
+        refused, or never handed to the producer (no future), are the next sweep's."""
         acknowledged, pending = [], []
         for message, ack in zip(messages, acks, strict=False):
+            if ack is None:
+                continue
             if not ack.done():
                 self._follow_up(message, ack)
                 pending.append(message.event_id)
@@ -383,8 +416,12 @@ class OutboxRelay:
             self._topics_seen |= found
         return [message for message in messages if message.topic in self._topics_seen]
 
-    async def _send(self, messages: Sequence[OutboxMessage]) -> list[asyncio.Future[Any]]:
-        """Hand messages to the producer: a future for each, that of its batch."""
+    async def _send(
+        self,
+        messages: Sequence[OutboxMessage],
+        handed_over: Callable[[Sequence[int], asyncio.Future[Any]], None],
+    ) -> list[asyncio.Future[Any]]:
+        """Hand messages to the producer, batched: a future for each, that of its batch."""
         return await self._producer.send_many(
             [
                 Message(
@@ -394,7 +431,8 @@ class OutboxRelay:
                     headers=[(name, value.encode()) for name, value in message.headers.items()],
                 )
                 for message in messages
-            ]
+            ],
+            handed_over=handed_over,
         )
 
     async def prune(self) -> int:
