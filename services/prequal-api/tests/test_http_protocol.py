@@ -25,6 +25,9 @@ class RecordingTransport:
     def close(self) -> None:
         self.closed = True
 
+    def write_eof(self) -> None:
+        self.sent.append(b"<eof>")
+
     def get_extra_info(self, name: str) -> str:
         return f"info:{name}"
 
@@ -48,6 +51,15 @@ async def test_writes_of_one_step_reach_the_socket_as_one_write_at_its_end() -> 
     await asyncio.sleep(0)
     assert real.sent[1:] == [b"a", b"b"]
     assert transport.get_extra_info("peername") == "info:peername"
+
+
+async def test_every_way_of_writing_keeps_the_order() -> None:
+    transport, real = combining()
+    transport.write(b"a")
+    transport.writelines([b"b", b"c"])
+    transport.write(b"d")
+    transport.write_eof()  # sends what is held first
+    assert real.sent == [b"abcd", b"<eof>"]
 
 
 async def test_close_sends_what_was_written_before_it() -> None:

@@ -15,6 +15,7 @@ until the loop's next turn, never across a wait.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -22,7 +23,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 class _WriteCombiningTransport:
     """Holds the writes made during one step of the event loop and makes them one write at its
-    end. Everything but `write`, `close` and `abort` goes straight to the real transport."""
+    end. What would send (`write_eof`, `close`) sends what is held first; `abort` drops it;
+    everything else goes straight to the real transport."""
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
@@ -34,6 +36,9 @@ class _WriteCombiningTransport:
             self._loop.call_soon(self._flush)
         self._held.append(bytes(data))
 
+    def writelines(self, lines: Iterable[bytes | bytearray | memoryview]) -> None:
+        self.write(b"".join(lines))
+
     def _flush(self) -> None:
         if not self._held:
             return  # sent already, by `close`
@@ -41,6 +46,10 @@ class _WriteCombiningTransport:
         self._held.clear()
         if not self._transport.is_closing():  # the client has gone: nobody to send it to
             self._transport.write(data)
+
+    def write_eof(self) -> None:
+        self._flush()
+        self._transport.write_eof()
 
     def close(self) -> None:
         self._flush()  # what was written before the close is sent before it, as it would be
