@@ -143,7 +143,7 @@ class Producer:
             await self._replace()
         client = self._producer
         ack: asyncio.Future[Any] = await client.send(topic, value=value, key=key, headers=headers)
-        ack.add_done_callback(lambda done: self._check(client, done))
+        ack.add_done_callback(functools.partial(self._check, client))
         return ack
 
     async def send_many(
@@ -189,13 +189,13 @@ class Producer:
             members.append(index)
         acks: list[asyncio.Future[Any]] = [None] * len(messages)  # type: ignore[list-item]
         refusal: Exception | None = None
-        for topic, partition, batch, members in batches:
+        for position, (topic, partition, batch, members) in enumerate(batches):
             ack: asyncio.Future[Any]
             if refusal is None:
                 try:
                     ack = await client.send_batch(batch, topic, partition=partition)
                 except Exception as exc:
-                    if batch is batches[0][2]:
+                    if position == 0:  # nothing went out
                         raise
                     refusal = exc
                 else:
