@@ -19,6 +19,10 @@ def test_mask_pan(pan: str, masked: str) -> None:
         ("two ABCDE1234F,FGHIJ5678K", "two ABCDE***4F,FGHIJ***8K"),
         ("not a pan: XABCDE1234F1", "not a pan: XABCDE1234F1"),
         ("lower abcde1234f stays", "lower abcde1234f stays"),
+        ("nothing but lower case", "nothing but lower case"),
+        ("ABCDE1234F", "ABCDE***4F"),  # nothing else in the value
+        ("0123456789 ABCDE1234F", "0123456789 ABCDE***4F"),  # no lower case at all
+        ("abcdeABCDE1234Fabcde", "abcdeABCDE***4Fabcde"),  # inside lower-case text
     ],
 )
 def test_redact_pans(text: str, expected: str) -> None:

@@ -37,4 +37,9 @@ def mask_pan(pan: str) -> str:
 
 def redact_pans(text: str) -> str:
     """Mask every PAN-shaped token in free text (a safety net for log lines)."""
+    if text.islower():
+        # No capital letter, so no PAN: most of a log line's values (messages, ids, names of
+        # loggers and levels). 0.03 us against the pattern's 0.4-0.5 us a value, which made
+        # the safety net a third of a line's cost.
+        return text
     return _PAN_ANYWHERE.sub(lambda m: f"{m.group(1)}***{m.group(2)[3]}{m.group(3)}", text)
