@@ -1,4 +1,4 @@
-"""The garbage collector's set-up once a service is wired (`freeze_startup_objects`).
+"""The garbage collector's set-up once a service is wired (`configure_gc_for_load`).
 
 Each test runs in a fresh interpreter: the set-up changes the collector for the whole
 process."""
@@ -10,8 +10,8 @@ import sys
 # the collections that follow.
 _KEEP_YOUNG_OBJECTS_ALIVE = """
 import gc
-from prequal_shared.runtime import freeze_startup_objects
-freeze_startup_objects()
+from prequal_shared.runtime import configure_gc_for_load
+configure_gc_for_load()
 collections = []
 gc.callbacks.append(lambda phase, info: phase == "stop" and collections.append(info))
 alive = [[] for _ in range({alive})]

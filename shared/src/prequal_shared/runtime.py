@@ -58,7 +58,7 @@ def run(main: Coroutine[Any, Any, None]) -> None:
 YOUNG_GENERATION_THRESHOLD = 50_000
 
 
-def freeze_startup_objects() -> None:
+def configure_gc_for_load() -> None:
     """Exempt everything built at start-up (modules, the app, pools) from the cyclic garbage
     collector, and collect the young generation far less often (see
     `YOUNG_GENERATION_THRESHOLD`). A full collection walked all of start-up, about 100,000
@@ -180,7 +180,7 @@ async def run_consumer_service(
             ),
         )
         ops_task = asyncio.create_task(ops.serve(), name="ops-server")
-        freeze_startup_objects()
+        configure_gc_for_load()
         log.info("started", topic=spec.topic, group_id=spec.group_id)
         try:
             await loop.run(stop)

@@ -27,7 +27,7 @@ from prequal_shared.events import MAX_CORRELATION_ID_LENGTH
 from prequal_shared.kafka import create_producer
 from prequal_shared.logging import configure_logging
 from prequal_shared.metrics import metrics_endpoint
-from prequal_shared.runtime import freeze_startup_objects
+from prequal_shared.runtime import configure_gc_for_load
 
 SERVICE = "prequal-api"
 log = structlog.stdlib.get_logger(SERVICE)
@@ -72,7 +72,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         app.state.intake = ApplicationIntake(writer, topic=settings.topic_applications_submitted)
         stop = asyncio.Event()
         relay_task = asyncio.create_task(relay.run(stop), name="outbox-relay")
-        freeze_startup_objects()
+        configure_gc_for_load()
         log.info("started", port=settings.api_port)
         try:
             yield
