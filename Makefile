@@ -16,11 +16,8 @@ help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: install
-install: ## Create the venv and install the workspace from uv.lock
-	@command -v uv >/dev/null || python3 -m pip install --quiet --user uv || \
-		python3 -m pip install --quiet uv || \
-		python3 -m pip install --quiet --user --break-system-packages uv
-	uv sync --frozen --all-packages
+install: ## Create the venv and install the workspace from uv.lock (scripts/sync-venv)
+	scripts/sync-venv
 
 .PHONY: up
 up: ## Start PostgreSQL, Kafka and the three services (no Docker)

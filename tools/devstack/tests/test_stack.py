@@ -397,6 +397,29 @@ def test_a_large_log_is_set_aside_when_its_process_starts(tmp_path: Path) -> Non
     assert wait_until(lambda: log_file.read_text() == "second start\nthird start\n", timeout_s=10)
 
 
+def test_a_service_started_on_another_interpreter_is_restarted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """scripts/sync-venv makes the venv again on the system's interpreter: the services left
+    running on the old one would have been kept, their path (.venv/bin/python) unchanged."""
+    monkeypatch.setenv("DEVSTACK_STATE_DIR", str(tmp_path))
+    service = Service(StackConfig(), SPECS["credit-service"])
+    service.fingerprint_file.parent.mkdir(parents=True)
+    service.fingerprint_file.write_text(service.started_with())
+    assert service.stale() is None
+
+    other = tmp_path / "python3.11"
+    other.symlink_to(sys.executable)
+    monkeypatch.setattr(sys, "executable", str(other))
+    assert service.stale() is None  # the same interpreter by another path
+
+    another = tmp_path / "another" / "python3.11"
+    another.parent.mkdir()
+    another.write_bytes(b"")  # only its path is read
+    monkeypatch.setattr(sys, "executable", str(another))
+    assert service.stale() == "its code, dependencies or interpreter changed"
+
+
 def test_a_service_started_against_other_servers_is_restarted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

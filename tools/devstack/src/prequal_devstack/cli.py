@@ -35,7 +35,9 @@ def main() -> None:
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
 
-@main.command(help="Start everything (idempotent; restarts services whose code changed).")
+@main.command(
+    help="Start everything (idempotent; restarts services whose code or interpreter changed)."
+)
 @click.option("--no-services", is_flag=True, help="Only PostgreSQL, Kafka, topics and migrations.")
 @friendly
 def up(no_services: bool) -> None:

@@ -51,7 +51,14 @@ SPECS = {
 
 
 def code_fingerprint(root: Path) -> str:
+    """What a service would run if started now: our source, the locked dependencies, and the
+    interpreter (scripts/sync-venv makes the venv again on another one; the venv's path
+    stays the same)."""
     digest = hashlib.sha256()
+    digest.update(f"{Path(sys.executable).resolve()} {sys.version}".encode())
+    lock = root / "uv.lock"
+    if lock.exists():
+        digest.update(f"{lock.stat().st_mtime_ns}:{lock.stat().st_size}".encode())
     for folder in ("shared/src", "services"):
         for path in sorted((root / folder).rglob("*.py")):
             if "tests" in path.parts:
@@ -91,14 +98,15 @@ class Service:
 
     def stale(self) -> str | None:
         """Why the running process must be restarted to be what `start` would start now: its
-        code changed, or the servers it was started against (DATABASE_URL, say, names the
-        servers of a test run in containers); None if it need not be."""
+        code, dependencies or interpreter changed, or the servers it was started against
+        (DATABASE_URL, say, names the servers of a test run in containers); None if it need
+        not be."""
         try:
             code, _, servers = self.fingerprint_file.read_text().strip().partition(" ")
         except OSError:
             return "code changed"
         if code != code_fingerprint(self.config.root):
-            return "code changed"
+            return "its code, dependencies or interpreter changed"
         if servers != self.servers_fingerprint():
             return "its PostgreSQL or Kafka changed"
         return None
