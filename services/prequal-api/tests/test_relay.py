@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from aiokafka.errors import KafkaTimeoutError
 from prometheus_client import REGISTRY
-from sqlalchemy import event, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from prequal_api.messaging import outbox_relay
@@ -329,32 +329,6 @@ def more_sweeps(relay: OutboxRelay, count: int) -> Callable[[], Awaitable[bool]]
         return done[0] >= count
 
     return check
-
-
-async def test_acknowledgements_that_come_back_apart_are_marked_together(
-    scratch_outbox: AsyncEngine,
-) -> None:
-    """Each produce request is acknowledged on its own, a few milliseconds after the last:
-    marked as they came back, that was a statement every few milliseconds at any load."""
-    events = [message(n) for n in range(20)]
-    await add_events(scratch_outbox, events)
-    marks: list[str] = []
-
-    def record_mark(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if statement.lstrip().startswith("UPDATE outbox SET published_at"):
-            marks.append(statement)
-
-    event.listen(scratch_outbox.sync_engine, "before_cursor_execute", record_mark)
-    producer = FakeProducer()
-    relay = relay_for(scratch_outbox, producer)
-    async with running(relay):
-        assert await poll_until(producer.has_started)
-        for one in events:  # 20 produce requests over 100 ms, each acknowledged at once
-            relay.publish_soon([one])
-            await asyncio.sleep(0.005)
-        assert await poll_until(unpublished_are(scratch_outbox, 0), timeout_s=5)
-    assert len(producer.sent) == 20
-    assert 1 <= len(marks) <= 4  # one per 50 ms, and the sweep at start found nothing
 
 
 async def test_the_sweep_leaves_alone_events_the_fast_path_waits_on(

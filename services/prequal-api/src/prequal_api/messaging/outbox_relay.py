@@ -2,15 +2,15 @@
 
 Two paths. The fast path: right after its commit, a request hands its event to the relay in
 memory; the relay hands it to the producer at once (which batches what arrives within
-`linger_ms` into one request), and a second task marks events published, many per statement, as
-their acknowledgements come back (gathered for up to 50 ms). The sweep, every few seconds:
-events still unpublished after a grace period (the fast path failed, Kafka was down, the
-process crashed before publishing) are claimed with `FOR UPDATE SKIP LOCKED`, sent, and those
-acknowledged marked. An event the producer holds unacknowledged (Kafka away, or its partition
-unwritable for a while) is marked when Kafka takes it, and the sweep leaves it alone meanwhile:
-sending it again through the same producer would only queue a copy behind it, and the relay
-writes a hold on it in the outbox (`held_until`) so that other API processes' sweeps leave it
-alone too. Several API processes can relay side by side; a rare double publication is harmless
+`linger_ms` into one request), and a second task marks events published, many per statement,
+as their acknowledgements come back. The sweep, every few seconds: events still
+unpublished after a grace period (the fast path failed, Kafka was down, the process crashed
+before publishing) are claimed with `FOR UPDATE SKIP LOCKED`, sent, and those acknowledged
+marked. An event the producer holds unacknowledged (Kafka away, or its partition unwritable
+for a while) is marked when Kafka takes it, and the sweep leaves it alone meanwhile: sending
+it again through the same producer would only queue a copy behind it, and the relay writes
+a hold on it in the outbox (`held_until`) so that other API processes' sweeps leave it alone
+too. Several API processes can relay side by side; a rare double publication is harmless
 because consumers recognise events by id.
 """
 
@@ -56,13 +56,6 @@ MISSING_TOPIC_RECHECK_S = 60.0
 """Events for a topic Kafka does not have (deleted, or renamed in the settings while events
 for the old name waited) stay in the outbox, and the sweep passes over them, so that they
 cannot hold up the events behind them; it asks Kafka about that topic again after this long."""
-
-MARK_GATHER_S = 0.05
-"""Acknowledgements are gathered this long before they are marked in one statement. They come
-back one produce request at a time, a few milliseconds apart: marked as they came, that was a
-statement every few milliseconds, each a round trip and a row lock taken, whatever the load
-(py-spy at 1,000/s: 4% of the API's CPU). Marking later changes nothing for the sweep, which
-leaves an event alone until it is marked."""
 
 MAX_QUEUED_BATCHES = 20
 """The fast path holds at most this many batches of events in memory; past that (Kafka slow,
@@ -237,8 +230,7 @@ class OutboxRelay:
         self._settled.put_nowait((message, ack))
 
     async def _confirm(self) -> None:
-        """Mark acknowledged events published, everything acknowledged within `MARK_GATHER_S`
-        in one statement.
+        """Mark acknowledged events published, everything acknowledged so far in one statement.
 
         An event is marked as soon as it is acknowledged, whatever was sent before it: an
         event for a partition Kafka cannot write to for a while (too few in-sync replicas,
@@ -246,7 +238,6 @@ class OutboxRelay:
         marking."""
         while True:
             ready = [await self._settled.get()]
-            await asyncio.sleep(MARK_GATHER_S)
             while not self._settled.empty():
                 ready.append(self._settled.get_nowait())
             acknowledged: list[OutboxMessage] = []
