@@ -6,7 +6,7 @@
 #   ./run_tests.sh -- -k api  extra pytest arguments after --
 set -uo pipefail
 cd "$(dirname "$0")"
-export PATH="$HOME/.local/bin:$PATH"  # where scripts/devstack installs uv if it must
+export PATH="$HOME/.local/bin:$PATH"  # where scripts/sync-venv installs uv if it must
 
 marker="not chaos"
 members=(shared services/prequal-api services/credit-service services/decision-service tools/devstack)
