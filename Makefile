@@ -8,7 +8,7 @@ UV := uv run --frozen
 
 RATE ?= 500
 DURATION ?= 60
-WARMUP ?= 10
+WARMUP ?= 60
 GENERATOR ?= auto
 
 .PHONY: help
@@ -56,7 +56,7 @@ fmt: ## Format and autofix with ruff
 	$(UV) ruff check --fix .
 
 .PHONY: bench
-bench: ## Constant-rate load test: make bench RATE=1000 DURATION=30 (WARMUP=10 s first)
+bench: ## Constant-rate load test: make bench RATE=1000 DURATION=30 (WARMUP=60 s first)
 	$(DEVSTACK) up
 	$(UV) python -m prequal_devstack.bench --rate $(RATE) --duration $(DURATION) --warmup $(WARMUP) \
 		--generator $(GENERATOR)
