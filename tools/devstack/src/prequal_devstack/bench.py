@@ -676,8 +676,9 @@ def main() -> None:
     parser.add_argument(
         "--warmup",
         type=float,
-        # Kafka's JVM compiles its hot paths for about a minute of load: after 10 s, a fresh
-        # stack's POST p99 at 1,000/s was 57-139 ms; after 60 s, 13-22 ms (warm: 29-39).
+        # Kafka's JVM compiles its hot paths for a minute or more of load: after 10 s, a fresh
+        # stack's POST p99 at 1,000/s was 57-139 ms (four runs); after 60 s, 13-100 ms (four
+        # runs, the hour mattering as much; docs/performance.md, fifteenth look).
         default=60,
         help="seconds of load at the same rate before the measured run (not counted)",
     )

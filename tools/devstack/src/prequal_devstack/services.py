@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sys
@@ -56,9 +57,9 @@ def code_fingerprint(root: Path) -> str:
     stays the same)."""
     digest = hashlib.sha256()
     digest.update(f"{Path(sys.executable).resolve()} {sys.version}".encode())
-    lock = root / "uv.lock"
-    if lock.exists():
-        digest.update(f"{lock.stat().st_mtime_ns}:{lock.stat().st_size}".encode())
+    with contextlib.suppress(FileNotFoundError):
+        lock = (root / "uv.lock").stat()
+        digest.update(f"{lock.st_mtime_ns}:{lock.st_size}".encode())
     for folder in ("shared/src", "services"):
         for path in sorted((root / folder).rglob("*.py")):
             if "tests" in path.parts:
