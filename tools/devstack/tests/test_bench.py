@@ -1,5 +1,5 @@
 """The bench's own workings: what it asks of oha and reads back, oha's build, how requests
-never answered count, and the once-a-second counts."""
+never answered count, the once-a-second counts, the chart's series and the settling."""
 
 import asyncio
 import re
@@ -7,11 +7,10 @@ import shutil
 import socket
 import sys
 import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import cast
 
-import asyncpg
 import pytest
 
 from prequal_devstack import bench
@@ -25,8 +24,11 @@ from prequal_devstack.bench import (
     percentile,
     post_latencies_ms,
     progress,
+    settle,
+    throughput_series,
 )
 from prequal_devstack.config import StackConfig
+from prequal_devstack.testing import StackInfo
 
 
 def run() -> Run:
@@ -148,30 +150,113 @@ def test_without_cargo_there_is_no_oha(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 class SlowCounts:
-    """Stands in for the pool: 1,000 applications a second, each count taking 0.1 s and, like
-    PostgreSQL's, as of when it started; the third takes 1.5 s."""
+    """Stands in for the live count: 1,000 applications a second, each count taking 0.1 s and,
+    like PostgreSQL's, as of when it started; the third takes 1.5 s."""
 
     def __init__(self) -> None:
         self.started = time.monotonic()
         self.calls = 0
 
-    async def fetchrow(self, *_: object) -> dict[str, int]:
+    async def __call__(self) -> tuple[int, int]:
         count = int(1000 * (time.monotonic() - self.started))
         self.calls += 1
         await asyncio.sleep(1.5 if self.calls == 3 else 0.1)
-        return {"accepted": count, "decided": count}
+        return count, count
 
 
-async def test_progress_counts_per_second_of_wall_clock() -> None:
+async def test_progress_shows_each_second_of_wall_clock(capsys: pytest.CaptureFixture[str]) -> None:
     stop = asyncio.Event()
-    watcher = asyncio.create_task(progress(run(), cast(asyncpg.Pool, SlowCounts()), stop))
+    watcher = asyncio.create_task(progress(SlowCounts(), stop))
     await asyncio.sleep(5.5)
     stop.set()
-    series = await watcher
+    await watcher
+    lines = re.findall(
+        r"t=\s*([\d.]+)s\s+accepted=\s*(\d+)\s+accepted/s=\s*(\d+)\s+decided/s=\s*(\d+)",
+        capsys.readouterr().out,
+    )
     # Not 1,100 a "second" of a second and a count; after the slow count, no burst of
     # counts to catch up (the fourth second is skipped, the fifth counted over 2 s).
-    assert [round(point["t"]) for point in series] == [1, 2, 3, 5, 6]
-    assert all(950 <= point["accepted_per_s"] <= 1050 for point in series), series
+    assert [round(float(t)) for t, *_ in lines] == [1, 2, 3, 5, 6], lines
+    assert all(950 <= int(per_s) <= 1050 for _, _, per_s, _ in lines), lines
+
+
+async def test_the_live_count_counts_each_application_of_the_run_once(stack: StackInfo) -> None:
+    pool = await bench.connect(stack.database_url, size=1)
+    marker = f"live-{uuid.uuid4().hex[:8]}"
+
+    async def store(count: int, *, seconds_ago: float, status: str, name: str = marker) -> None:
+        await pool.executemany(
+            "INSERT INTO applications (id, pan_number, applicant_name, monthly_income_inr,"
+            " loan_amount_inr, status, created_at)"
+            " VALUES ($1, 'ABCDE1234F', $2, 50000, 100000, $3,"
+            " now() - make_interval(secs => $4))",
+            [(uuid.uuid4(), name, status, seconds_ago) for _ in range(count)],
+        )
+
+    try:
+        await store(4, seconds_ago=0, status="PENDING", name=f"other-{marker}")  # not the run's
+        ran = Run(
+            rate=10,
+            duration=1,
+            concurrency=1,
+            marker=marker,
+            since=await pool.fetchval("SELECT now() - interval '60 seconds'"),
+        )
+        live = bench.LiveCount(pool, ran)
+        await store(3, seconds_ago=30, status="REJECTED")  # counted once, then kept
+        await store(2, seconds_ago=0, status="PENDING")  # counted again each time
+        assert await live() == (5, 3)
+        assert await live() == (5, 3)
+        await store(1, seconds_ago=0, status="PRE_APPROVED")
+        await pool.execute(
+            "UPDATE applications SET status = 'MANUAL_REVIEW' WHERE applicant_name = $1"
+            " AND status = 'PENDING' AND created_at > now() - interval '1 minute'",
+            marker,
+        )
+        assert await live() == (6, 6)
+    finally:
+        await pool.execute(
+            "DELETE FROM applications WHERE applicant_name = ANY($1::text[])",
+            [marker, f"other-{marker}"],
+        )
+        await pool.close()
+
+
+@pytest.mark.parametrize(
+    ("created", "decided", "seconds", "expected"),
+    [
+        # Second n counts [n - 1, n): 0.0 and 0.99 in the first, 1.0 in the second.
+        ([0.0, 0.99, 1.0], [0.5, 1.2, 1.9], 2, [(1, 2, 1), (2, 1, 2)]),
+        # A second with nothing stored or decided shows as 0, not as a gap.
+        ([0.1, 2.5], [0.2, 2.6], 3, [(1, 1, 1), (2, 0, 0), (3, 1, 1)]),
+        # Decisions after the load has ended extend the series.
+        ([0.1], [3.2], 1, [(1, 1, 0), (2, 0, 0), (3, 0, 0), (4, 0, 1)]),
+        ([], [], 2, [(1, 0, 0), (2, 0, 0)]),
+    ],
+)
+def test_throughput_series_counts_each_application_in_its_own_second(
+    created: list[float],
+    decided: list[float],
+    seconds: int,
+    expected: list[tuple[int, int, int]],
+) -> None:
+    series = throughput_series(created, decided, seconds=seconds)
+    assert [
+        (int(p["t"]), int(p["accepted_per_s"]), int(p["decided_per_s"])) for p in series
+    ] == expected
+
+
+async def test_settle_writes_out_what_the_vacuum_changed(stack: StackInfo) -> None:
+    pool = await bench.connect(stack.database_url, size=1)
+    try:
+        before = await pool.fetchval("SELECT date_trunc('second', clock_timestamp())")
+        await settle(pool)
+        # The last checkpoint began after the vacuum was asked for: its writes are on disk.
+        # (A timed checkpoint comes every 5 minutes at most, and only after writes.)
+        latest = await pool.fetchval("SELECT checkpoint_time FROM pg_control_checkpoint()")
+    finally:
+        await pool.close()
+    assert latest >= before
 
 
 @pytest.mark.parametrize(
