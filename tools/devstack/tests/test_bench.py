@@ -202,6 +202,7 @@ async def test_the_live_count_counts_each_application_of_the_run_once(stack: Sta
             marker=marker,
             since=await pool.fetchval("SELECT now() - interval '60 seconds'"),
         )
+        assert await bench.LiveCount(pool, ran)() == (0, 0)  # nothing of the run's yet
         live = bench.LiveCount(pool, ran)
         await store(3, seconds_ago=30, status="REJECTED")  # counted once, then kept
         await store(2, seconds_ago=0, status="PENDING")  # counted again each time
@@ -232,6 +233,8 @@ async def test_the_live_count_counts_each_application_of_the_run_once(stack: Sta
         # Decisions after the load has ended extend the series.
         ([0.1], [3.2], 1, [(1, 1, 0), (2, 0, 0), (3, 0, 0), (4, 0, 1)]),
         ([], [], 2, [(1, 0, 0), (2, 0, 0)]),
+        # Stamped by another clock a moment behind this one's start: the first second.
+        ([-0.2, 0.5], [0.6, 0.7], 1, [(1, 2, 2)]),
     ],
 )
 def test_throughput_series_counts_each_application_in_its_own_second(

@@ -280,12 +280,15 @@ GROUP BY cut.at
 
 class LiveCount:
     """The run's applications stored and decided so far, counted once a second while the load
-    runs at a cost that does not grow with the run. Counting all of them each time cost 35 ms a
-    count on average over a 30 s run at 1,000/s (pg_stat_statements: 0.05 of PostgreSQL's
-    0.28 ms per application, all of it on the database being measured), and 80-137 ms for the
-    60,000 rows of a 60 s run on a large database. Instead, those stored more than
-    `RECOUNT_S` ago are counted once and kept, and the undecided are read through the status
-    index: decided is stored less pending."""
+    runs at a cost that does not grow with the run. Counting all of them each time did: late in
+    a 60 s run on a large database one count took 80-137 ms (EXPLAIN), and pg_stat_statements
+    gave such counts (the live line's and the drain's, which it does not tell apart) 1.5 s of
+    PostgreSQL's time in a 30 s run at 1,000/s, 0.05 of its 0.28 ms per application, all of it
+    on the database being measured. Instead, those stored more than `RECOUNT_S` before a count
+    are counted once and kept, and the undecided are read through the status index: decided
+    is stored less pending. A row whose statement began more than `RECOUNT_S` before a count
+    and committed after it is never counted: the line is a live view; the summary and the
+    chart read every row of the run after it."""
 
     def __init__(self, pool: asyncpg.Pool, run: Run) -> None:
         self._pool = pool
@@ -309,13 +312,13 @@ or a late wake-up does not read as a burst or a stall."""
 async def progress(count: Callable[[], Awaitable[tuple[int, int]]], stop: asyncio.Event) -> None:
     """One line a second while the load runs: the run's applications stored and decided, as
     `count` gives them. Rates are divided by the time the counts span, not by whole seconds."""
-    started = time.monotonic()  # PostgreSQL counts as of the query's start
+    started = time.monotonic()
     counts = deque([(started, 0, 0)], maxlen=LIVE_WINDOW + 1)
     while not stop.is_set():
         # The next whole second: after a count that took longer than a second, no burst of
         # counts to catch up.
         await asyncio.sleep(1 - (time.monotonic() - started) % 1)
-        now = time.monotonic()
+        now = time.monotonic()  # PostgreSQL counts as of the query's start
         accepted, decided = await count()
         counts.append((now, accepted, decided))
         then, accepted_then, decided_then = counts[0]
@@ -330,8 +333,8 @@ async def progress(count: Callable[[], Awaitable[tuple[int, int]]], stop: asynci
 
 def per_second(times: list[float]) -> dict[int, int]:
     """How many of `times` (seconds from the start) fall in each second: second n counts
-    those in [n - 1, n)."""
-    counts: Counter[int] = Counter(math.floor(t) + 1 for t in times)
+    those in [n - 1, n), and the first also any before the start (clocks a moment apart)."""
+    counts: Counter[int] = Counter(max(math.floor(t), 0) + 1 for t in times)
     return dict(counts)
 
 
@@ -533,25 +536,22 @@ def chart(
     fig.savefig(path, dpi=110)
 
 
-async def wait_until_decided(pool: asyncpg.Pool, run: Run, *, timeout_s: float) -> tuple[int, int]:
+async def wait_until_decided(
+    count: Callable[[], Awaitable[tuple[int, int]]], *, accepted: int, timeout_s: float
+) -> tuple[int, int]:
     """Wait (at most timeout_s) until every application of the run that was stored is
-    decided; returns how many were stored and how many are decided. Stored can exceed the
-    202s the generator counted: a request it gave up on (its timeout) may still have been
-    stored, and is then decided like any other."""
+    decided, as `count` (a `LiveCount` of its own) gives them; returns how many were stored
+    and how many are decided. Stored can exceed the 202s the generator counted (`accepted`): a
+    request it gave up on (its timeout) may still have been stored, and is then decided like
+    any other."""
     deadline = time.monotonic() + timeout_s
     last_stored, stored_since = -1, time.monotonic()
     while True:
-        row = await pool.fetchrow(
-            "SELECT count(*) AS stored, count(*) FILTER (WHERE status <> 'PENDING') AS decided"
-            f" FROM applications WHERE {THIS_RUN}",
-            run.marker,
-            run.since,
-        )
-        stored, decided = int(row["stored"]), int(row["decided"])
+        stored, decided = await count()
         if stored != last_stored:  # the API may still be storing requests oha gave up on
             last_stored, stored_since = stored, time.monotonic()
         settled = time.monotonic() - stored_since >= 1.0
-        if (decided == stored >= run.accepted and settled) or time.monotonic() >= deadline:
+        if (decided == stored >= accepted and settled) or time.monotonic() >= deadline:
             return stored, decided
         await asyncio.sleep(0.2)
 
@@ -592,13 +592,18 @@ async def bench(
             pool, "warmup", rate=rate, duration=warmup_s, concurrency=concurrency
         )
         await drive(warmup, config.api_url, oha)
-        _, decided = await wait_until_decided(pool, warmup, timeout_s=drain_s)
+        _, decided = await wait_until_decided(
+            LiveCount(pool, warmup), accepted=warmup.accepted, timeout_s=drain_s
+        )
         print(
             f"  warm-up: {warmup.accepted} of {warmup.sent} accepted, {decided} decided",
             flush=True,
         )
     run = await new_run(pool, "bench", rate=rate, duration=duration, concurrency=concurrency)
-    print("settling the database: VACUUM (ANALYZE) of what earlier runs left ...", flush=True)
+    print(
+        "settling the database: VACUUM (ANALYZE) of what earlier runs left, then CHECKPOINT ...",
+        flush=True,
+    )
     await settle(pool)
     processes = stack_processes(config)
     cpu_before = {name: cpu_seconds(p) for name, p in processes.items()}
@@ -614,23 +619,28 @@ async def bench(
     if not (run.samples or run.failures):
         raise SystemExit("the load generator sent no request: no figures to report")
     accepted = run.accepted
-    stored, _ = await wait_until_decided(pool, run, timeout_s=drain_s)
+    # A count of its own: the live line's may still be running.
+    stored, _ = await wait_until_decided(LiveCount(pool, run), accepted=accepted, timeout_s=drain_s)
     stop.set()
     await watcher
     await sampler
     cpu_after = {name: cpu_seconds(p) for name, p in processes.items()}
-    rows = await pool.fetch(
+    every = await pool.fetch(
         "SELECT extract(epoch FROM created_at) AS created,"
-        " extract(epoch FROM updated_at) AS updated"
-        f" FROM applications WHERE {THIS_RUN} AND status <> 'PENDING'",
+        " extract(epoch FROM updated_at) AS updated, status <> 'PENDING' AS decided"
+        f" FROM applications WHERE {THIS_RUN}",
         run.marker,
         run.since,
     )
     await pool.close()
+    rows = [r for r in every if r["decided"]]
 
     e2e_ms = [(float(r["updated"]) - float(r["created"])) * 1000 for r in rows]
+    # Stored per second counts every application of the run, decided or not (the drain may
+    # have timed out). Times are the database's clock from this machine's start of the run,
+    # as in the end-to-end scatter.
     series = throughput_series(
-        [float(r["created"]) - run.started_wall for r in rows],
+        [float(r["created"]) - run.started_wall for r in every],
         [float(r["updated"]) - run.started_wall for r in rows],
         seconds=math.ceil(duration),
     )
