@@ -106,3 +106,20 @@ async def test_a_transaction_whose_client_went_quiet_releases_its_locks(stack: S
         await other.dispose()
     assert 0.5 < waited < 3  # the server ended the quiet session after 1 s; no statement timeout
     assert (row.status, row.cibil_score) == ("PENDING", 700)  # its update was rolled back
+
+
+@pytest.mark.parametrize(("wait_for_flush", "setting"), [(True, "on"), (False, "off")])
+async def test_only_engines_asked_to_commit_without_waiting_for_the_disk(
+    stack: StackInfo, wait_for_flush: bool, setting: str
+) -> None:
+    engine = create_engine(
+        CommonSettings(database_url=stack.database_url),
+        application_name="test-db",
+        wait_for_flush=wait_for_flush,
+    )
+    try:
+        async with engine.connect() as conn:
+            shown = await conn.scalar(text("SHOW synchronous_commit"))
+    finally:
+        await engine.dispose()
+    assert shown == setting

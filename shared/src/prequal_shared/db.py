@@ -17,7 +17,12 @@ from prequal_shared.config import CommonSettings
 
 
 def create_engine(
-    settings: CommonSettings, *, application_name: str, pre_ping: bool = True
+    settings: CommonSettings,
+    *,
+    application_name: str,
+    pre_ping: bool = True,
+    pool_size: int | None = None,
+    wait_for_flush: bool = True,
 ) -> AsyncEngine:
     """An asyncpg engine that fails fast when PostgreSQL is unreachable.
 
@@ -25,10 +30,16 @@ def create_engine(
     without a round trip: asyncpg notices the close as it happens. `pre_ping` adds a real
     round trip per checkout, which also catches a connection lost silently (a partition);
     it is worth it where a checkout serves a whole batch, not on the API's hot path.
+
+    `wait_for_flush=False` commits without waiting for the WAL to reach the disk
+    (`synchronous_commit = off`): a crash of PostgreSQL or its machine can then undo the last
+    fraction of a second of those commits. Only for writes whose loss is harmless because they
+    are made again (the outbox relay's bookkeeping), never for an application or a decision.
     """
+    server_settings = {} if wait_for_flush else {"synchronous_commit": "off"}
     engine = create_async_engine(
         settings.database_url,
-        pool_size=settings.db_pool_size,
+        pool_size=pool_size or settings.db_pool_size,
         # No overflow: connections opened past the pool are closed again on return, and under
         # load that meant a new connection (TCP, SSL probe, auth) for many requests. A request
         # waits for a pooled connection instead, up to pool_timeout.
@@ -50,6 +61,7 @@ def create_engine(
                 "idle_in_transaction_session_timeout": str(
                     round(settings.db_idle_in_transaction_timeout_s * 1000)
                 ),
+                **server_settings,
             },
         },
     )
