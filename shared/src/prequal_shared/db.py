@@ -33,8 +33,9 @@ def create_engine(
 
     `wait_for_flush=False` commits without waiting for the WAL to reach the disk
     (`synchronous_commit = off`): a crash of PostgreSQL or its machine can then undo the last
-    fraction of a second of those commits. Only for writes whose loss is harmless because they
-    are made again (the outbox relay's bookkeeping), never for an application or a decision.
+    fraction of a second of those commits. Only for writes whose loss is harmless (the outbox
+    relay's bookkeeping: a mark undone means a republication, a release undone a delay until
+    the hold lapses), never for an application or a decision.
     """
     server_settings = {} if wait_for_flush else {"synchronous_commit": "off"}
     engine = create_async_engine(

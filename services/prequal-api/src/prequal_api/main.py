@@ -58,12 +58,17 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         sessions = create_session_factory(engine)
         producer = create_producer(settings, client_id=SERVICE)
         statements = engine.execution_options(isolation_level="AUTOCOMMIT")
-        # The relay's marks, holds and releases: each undone by a crash only means an event
-        # published once more (consumers recognise it by id) or held a minute, so their commits
-        # need not wait for the disk. At 1,000/s they were a third of the commits each waiting
-        # for a flush, all of them on the one disk the applications' commits wait on.
+        # The relay's fast-path marks, hold renewals and releases: a crash that undoes one
+        # only means an event published once more (consumers recognise it by id) or, for a
+        # release, held up to a minute, so their commits need not wait for the disk. At 1,000/s
+        # the marks were a third of the commits each waiting for a flush, on the one disk the
+        # applications' commits wait on. (The sweep's claims, marks and holds stay durable.)
         bookkeeping = create_engine(
-            settings, application_name=SERVICE, pre_ping=False, pool_size=2, wait_for_flush=False
+            settings,
+            application_name=f"{SERVICE}-relay",
+            pre_ping=False,
+            pool_size=2,
+            wait_for_flush=False,
         )
         relay = OutboxRelay(
             sessions=sessions,
