@@ -11,7 +11,13 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from prequal_api.api.schemas import MAX_BODY_BYTES
-from prequal_devstack.testing import fetch_application, poll_until
+from prequal_devstack.testing import (
+    StackInfo,
+    fetch_application,
+    poll_until,
+    read_topic,
+    topic_ends,
+)
 from prequal_shared.models import Application, OutboxEvent
 
 
@@ -22,8 +28,8 @@ def client(api_client: httpx.AsyncClient) -> httpx.AsyncClient:
 
 
 class RowCounter:
-    """Applications and outbox events created since its first call. Not whole tables: every
-    relay deletes events published a day ago, so they can shrink under a test on a stack left
+    """Applications and outbox events created since its first call. Not whole tables: the relays
+    delete the events they publish, so the outbox can shrink under a test on a stack left
     running."""
 
     def __init__(self, engine: AsyncEngine) -> None:
@@ -62,8 +68,10 @@ VALID: dict[str, Any] = {
 
 
 async def test_a_valid_application_is_stored_pending_and_its_event_published(
-    client: httpx.AsyncClient, engine: AsyncEngine
+    client: httpx.AsyncClient, engine: AsyncEngine, stack: StackInfo
 ) -> None:
+    topic = "loan_applications_submitted"
+    ends = await topic_ends(stack.kafka_bootstrap_servers, topic)
     response = await client.post(
         "/applications", json=VALID, headers={"X-Correlation-ID": "corr-api-1"}
     )
@@ -79,21 +87,16 @@ async def test_a_valid_application_is_stored_pending_and_its_event_published(
     assert row.monthly_income_inr == Decimal("50000.00")
     assert row.loan_type == "PERSONAL"
 
-    async def published() -> Any:
-        async with engine.connect() as conn:
-            return (
-                await conn.execute(
-                    select(OutboxEvent)
-                    .where(OutboxEvent.published_at.is_not(None))
-                    .where(OutboxEvent.message_key == str(application_id).encode())
-                )
-            ).first()
-
-    event = await poll_until(published, timeout_s=10)
-    assert event is not None
-    assert event.topic == "loan_applications_submitted"
-    assert event.headers["correlation_id"] == "corr-api-1"
-    payload = json.loads(event.payload)["payload"]
+    [record] = await read_topic(
+        stack.kafka_bootstrap_servers,
+        topic,
+        count=1,
+        timeout_s=10,
+        start=ends,
+        match=lambda r: r.key == str(application_id).encode(),
+    )
+    assert dict(record.headers)["correlation_id"] == b"corr-api-1"
+    payload = json.loads(record.value)["payload"]
     assert payload["monthly_income_inr"] == "50000.00"  # as stored: one way to write it
     assert payload["application_id"] == str(application_id)
 

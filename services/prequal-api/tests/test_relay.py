@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from prequal_api.messaging import outbox_relay
 from prequal_api.messaging.outbox_relay import MAX_QUEUED_BATCHES, OutboxRelay
 from prequal_api.persistence import repository
-from prequal_api.persistence.repository import OutboxMessage, mark_published
+from prequal_api.persistence.repository import OutboxMessage
 from prequal_devstack.testing import StackInfo, TopicFactory, poll_until, read_topic
 from prequal_shared.config import CommonSettings
 from prequal_shared.db import create_session_factory
@@ -212,14 +212,14 @@ async def claimable(outbox: AsyncEngine) -> int:
 
 
 async def published(outbox: AsyncEngine, messages: list[OutboxMessage]) -> set[bytes]:
+    """The payloads of those of `messages` (all stored) that have left the outbox."""
     async with outbox.connect() as conn:
         rows = await conn.execute(
-            text(
-                "SELECT payload FROM outbox WHERE published_at IS NOT NULL AND event_id = ANY(:ids)"
-            ),
+            text("SELECT event_id FROM outbox WHERE event_id = ANY(:ids)"),
             {"ids": [m.event_id for m in messages]},
         )
-        return {bytes(row.payload) for row in rows}
+        left = {row.event_id for row in rows}
+    return {m.payload for m in messages if m.event_id not in left}
 
 
 class StuckPartitionProducer(FakeProducer):
@@ -243,11 +243,11 @@ def stuck_message() -> OutboxMessage:
     return OutboxMessage(event_id=uuid.uuid4(), topic="t", key=b"k", payload=b"stuck", headers={})
 
 
-async def test_an_event_is_marked_published_when_acknowledged_whatever_was_sent_before_it(
+async def test_an_event_leaves_the_outbox_when_acknowledged_whatever_was_sent_before_it(
     scratch_outbox: AsyncEngine,
 ) -> None:
     """Events sent after a stuck one, to other partitions, are acknowledged: they must be
-    marked, or the sweep would send them again."""
+    deleted, or the sweep would send them again."""
     stuck, after = stuck_message(), [message(n) for n in range(3)]
     await add_events(scratch_outbox, [stuck, *after])
     producer = StuckPartitionProducer()
@@ -258,8 +258,8 @@ async def test_an_event_is_marked_published_when_acknowledged_whatever_was_sent_
         relay.publish_soon([stuck, *after])  # sent as one batch, the stuck event first
 
         async def all_but_the_stuck_one() -> bool:
-            marked = await published(scratch_outbox, [stuck, *after])
-            return marked == {b"fresh-0", b"fresh-1", b"fresh-2"}
+            gone = await published(scratch_outbox, [stuck, *after])
+            return gone == {b"fresh-0", b"fresh-1", b"fresh-2"}
 
         assert await poll_until(all_but_the_stuck_one, timeout_s=5)
         await asyncio.sleep(0.2)
@@ -420,7 +420,7 @@ async def test_a_swept_event_refused_while_its_sweep_commits_is_not_left_held(
     stuck = stuck_message()
     await add_events(scratch_outbox, [stuck], minutes_ago=1)
     producer = StuckPartitionProducer()
-    mark = repository.mark_published
+    delete = repository.delete_published
     refused = False
 
     async def refused_during_the_commit(conn: Any, event_ids: list[uuid.UUID]) -> None:
@@ -429,9 +429,9 @@ async def test_a_swept_event_refused_while_its_sweep_commits_is_not_left_held(
             refused = True
             producer.stuck_ack.set_exception(KafkaTimeoutError())
             await asyncio.sleep(0.3)  # the relay's acknowledgement handling runs meanwhile
-        await mark(conn, event_ids)
+        await delete(conn, event_ids)
 
-    monkeypatch.setattr(repository, "mark_published", refused_during_the_commit)
+    monkeypatch.setattr(repository, "delete_published", refused_during_the_commit)
     async with running(relay_for(scratch_outbox, producer, sweep_interval_s=0.1)):
 
         async def sent_again() -> bool:
@@ -504,17 +504,18 @@ async def test_a_backlog_is_swept_while_fresh_events_go_out_and_a_stop_cuts_it_s
     assert await unpublished(scratch_outbox) > 0
 
 
-async def add_published(outbox: AsyncEngine, count: int, *, hours_ago: int) -> None:
-    """Events published `hours_ago`, past the relay's retention: for the prune."""
+async def add_marked(outbox: AsyncEngine, count: int) -> None:
+    """Events an earlier relay published and marked instead of deleting them (it kept them for
+    a day): what an upgrade leaves behind."""
     async with outbox.begin() as conn:
         await conn.execute(
             text(
                 "INSERT INTO outbox (event_id, topic, message_key, payload, headers, created_at,"
                 " published_at) SELECT gen_random_uuid(), 't', 'k', 'old', '{}',"
-                " now() - make_interval(hours => :hours), now() - make_interval(hours => :hours)"
+                " now() - interval '1 hour', now() - interval '1 hour'"
                 " FROM generate_series(1, :count)"
             ),
-            {"count": count, "hours": hours_ago},
+            {"count": count},
         )
 
 
@@ -524,9 +525,9 @@ async def rows(outbox: AsyncEngine) -> int:
 
 
 async def test_fresh_events_go_out_while_a_long_prune_runs(scratch_outbox: AsyncEngine) -> None:
-    """After a long stop, the first sweep has a day of published events to prune."""
+    """After an upgrade, the first sweep has a day of events an earlier relay marked to delete."""
     old = 1000 * BATCH
-    await add_published(scratch_outbox, old, hours_ago=48)
+    await add_marked(scratch_outbox, old)
     producer = FakeProducer()
     relay = relay_for(scratch_outbox, producer)
     async with running(relay):
@@ -598,11 +599,11 @@ async def test_with_kafka_gone_a_sweep_lets_go_of_its_claim(
     assert await unpublished(scratch_outbox) == 5
 
 
-async def test_a_sweep_marks_what_kafka_acknowledged_and_follows_up_the_rest(
+async def test_a_sweep_deletes_what_kafka_acknowledged_and_follows_up_the_rest(
     scratch_outbox: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """One event of the swept batch is for a partition Kafka cannot write to for a while: the
-    others are marked published all the same, and that one when Kafka takes it at last,
+    others are deleted all the same, and that one when Kafka takes it at last,
     without being sent again meanwhile."""
     monkeypatch.setattr(outbox_relay, "SWEEP_ACK_TIMEOUT_S", 0.3)
     stuck, other = stuck_message(), message(0)
@@ -611,10 +612,10 @@ async def test_a_sweep_marks_what_kafka_acknowledged_and_follows_up_the_rest(
     relay = relay_for(scratch_outbox, producer, sweep_interval_s=0.1)
     async with running(relay):
 
-        async def other_marked() -> bool:
+        async def other_deleted() -> bool:
             return await published(scratch_outbox, [stuck, other]) == {b"fresh-0"}
 
-        assert await poll_until(other_marked, timeout_s=10)
+        assert await poll_until(other_deleted, timeout_s=10)
         await asyncio.sleep(1)  # several more sweeps
         assert producer.sent == [b"stuck", b"fresh-0"]
         assert producer.stuck_ack is not None
@@ -635,7 +636,7 @@ async def test_with_kafka_gone_a_stop_does_not_wait_for_acknowledgements(
     assert await claimable(scratch_outbox) == 5
 
 
-async def test_a_stop_during_a_sweep_still_marks_what_kafka_then_acknowledges(
+async def test_a_stop_during_a_sweep_still_deletes_what_kafka_then_acknowledges(
     scratch_outbox: AsyncEngine,
 ) -> None:
     """The stop cuts the sweep short (its claim is rolled back), but the events it sent are
@@ -649,12 +650,12 @@ async def test_a_stop_during_a_sweep_still_marks_what_kafka_then_acknowledges(
     assert await unpublished(scratch_outbox) == 0
 
 
-async def test_a_stop_while_a_sweep_hands_batches_over_marks_those_handed_over(
+async def test_a_stop_while_a_sweep_hands_batches_over_deletes_those_handed_over(
     scratch_outbox: AsyncEngine,
 ) -> None:
     """aiokafka takes a partition's next batch only once its earlier one has left: the stop
     can cut the sweep short between two batches. Those handed over before it are followed up
-    (marked once acknowledged); the rest stay unpublished, for the next sweep."""
+    (deleted once acknowledged); the rest stay unpublished, for the next sweep."""
 
     class HandingOverSlowly(FakeProducer):
         async def send_many(
@@ -671,16 +672,20 @@ async def test_a_stop_while_a_sweep_hands_batches_over_marks_those_handed_over(
         assert await poll_until(producer.has_sent_something)
     assert producer.sent == [b"backlog-1", b"backlog-2"]
     async with scratch_outbox.connect() as conn:
-        rows = await conn.execute(text("SELECT payload FROM outbox WHERE published_at IS NOT NULL"))
-        assert sorted(bytes(row.payload) for row in rows) == [b"backlog-1", b"backlog-2"]
+        rows = await conn.execute(text("SELECT payload FROM outbox"))
+        assert sorted(bytes(row.payload) for row in rows) == [
+            b"backlog-3",
+            b"backlog-4",
+            b"backlog-5",
+        ]
     assert await unpublished(scratch_outbox) == 3
 
 
-async def test_events_sent_before_one_the_producer_refuses_are_still_marked(
+async def test_events_sent_before_one_the_producer_refuses_are_still_deleted(
     scratch_outbox: AsyncEngine,
 ) -> None:
     """The producer refuses an event (its buffer full for too long, say): those sent before it
-    in the batch are acknowledged and marked; it and the rest are left to the sweep, and
+    in the batch are acknowledged and deleted; it and the rest are left to the sweep, and
     counted."""
 
     class RefusingProducer(FakeProducer):
@@ -698,33 +703,11 @@ async def test_events_sent_before_one_the_producer_refuses_are_still_marked(
         assert await poll_until(producer.has_started)
         relay.publish_soon(batch)
 
-        async def first_two_marked() -> bool:
+        async def first_two_deleted() -> bool:
             return await published(scratch_outbox, batch) == {b"fresh-0", b"fresh-1"}
 
-        assert await poll_until(first_two_marked, timeout_s=5)
+        assert await poll_until(first_two_deleted, timeout_s=5)
     assert left_to_sweep() - left_before == 2
-
-
-async def test_an_event_marked_twice_keeps_its_first_publication_time(
-    scratch_outbox: AsyncEngine,
-) -> None:
-    """Published by the fast path and, late, by a sweep too (a rare duplicate)."""
-    event = message(0)
-    await add_events(scratch_outbox, [event])
-
-    async def published_at() -> Any:
-        async with scratch_outbox.connect() as conn:
-            return await conn.scalar(
-                text("SELECT published_at FROM outbox WHERE event_id = :id"), {"id": event.event_id}
-            )
-
-    async with scratch_outbox.begin() as conn:
-        await mark_published(conn, [event.event_id])
-    first = await published_at()
-    async with scratch_outbox.begin() as conn:  # a later transaction: a later now()
-        await mark_published(conn, [event.event_id])
-    assert first is not None
-    assert await published_at() == first
 
 
 @pytest.fixture

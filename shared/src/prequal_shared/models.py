@@ -75,9 +75,10 @@ class OutboxEvent(Base):
 
     __tablename__ = "outbox"
     __table_args__ = (
-        # The sweep's work list: small, since published rows leave it.
+        # The sweep's work list.
         Index("ix_outbox_unpublished", "created_at", postgresql_where=text("published_at IS NULL")),
-        # The retention prune's: published rows, oldest first.
+        # Rows an earlier relay marked published instead of deleting them: the relay deletes
+        # them after an upgrade, through this index (empty otherwise).
         Index(
             "ix_outbox_published", "published_at", postgresql_where=text("published_at IS NOT NULL")
         ),
@@ -89,6 +90,8 @@ class OutboxEvent(Base):
     payload: Mapped[bytes] = mapped_column(LargeBinary)
     headers: Mapped[dict[str, Any]] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # Set only by versions that marked published events instead of deleting them: this one
+    # deletes such rows (`delete_marked`), and leaves it null.
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Set by a relay whose producer holds the event unacknowledged: other relays' sweeps
     # leave it alone until then (and it stays as it was once the event is published).

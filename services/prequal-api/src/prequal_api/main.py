@@ -58,11 +58,12 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         sessions = create_session_factory(engine)
         producer = create_producer(settings, client_id=SERVICE)
         statements = engine.execution_options(isolation_level="AUTOCOMMIT")
-        # The relay's fast-path marks, hold renewals and releases: a crash that undoes one
-        # only means an event published once more (consumers recognise it by id) or, for a
-        # release, held up to a minute, so their commits need not wait for the disk. At 1,000/s
-        # the marks were a third of the commits each waiting for a flush, on the one disk the
-        # applications' commits wait on. (The sweep's claims, marks and holds stay durable.)
+        # The relay's fast-path deletions of published events, hold renewals and releases: a
+        # crash that undoes one only means an event published once more (consumers recognise
+        # it by id) or, for a release, held up to a minute, so their commits need not wait for
+        # the disk. At 1,000/s they were a third of the commits each waiting for a flush, on
+        # the one disk the applications' commits wait on. (The sweep's claims, deletions and
+        # holds stay durable.)
         bookkeeping = create_engine(
             settings,
             application_name=f"{SERVICE}-relay",
@@ -76,7 +77,6 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             producer=producer,
             sweep_interval_s=settings.outbox_sweep_interval_s,
             batch_size=settings.outbox_batch_size,
-            retention_h=settings.outbox_retention_h,
         )
         writer = ApplicationWriter(statements, on_committed=relay.publish_soon)
         app.state.statements = statements

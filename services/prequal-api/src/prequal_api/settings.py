@@ -5,7 +5,7 @@ from pydantic import Field, field_validator
 from prequal_shared.config import CommonSettings
 
 SWEEP_ACK_TIMEOUT_S = 15.0
-"""The outbox relay's sweep waits this long for acknowledgements, then marks what was
+"""The outbox relay's sweep waits this long for acknowledgements, then deletes what was
 acknowledged, ends its claim's transaction and lets the relay back off; the rest is followed
 up as it settles. Here, not in the relay, because a setting is checked against it."""
 
@@ -27,9 +27,6 @@ class ApiSettings(CommonSettings):
     outbox_sweep_interval_s: float = Field(
         default=2.0, gt=0, description="How often the relay looks for events left unpublished."
     )
-    outbox_retention_h: float = Field(
-        default=24.0, gt=0, description="Published outbox events are deleted after this long."
-    )
     outbox_batch_size: int = Field(
         default=500, ge=1, le=10000, description="Outbox events published per relay round."
     )
@@ -38,7 +35,7 @@ class ApiSettings(CommonSettings):
     @classmethod
     def _outlasts_the_sweeps_wait(cls, value: float) -> float:
         # Shorter, PostgreSQL would end each sweep's transaction while it waits for a slow
-        # Kafka: its marks lost, the same events sent again every sweep.
+        # Kafka: its deletions lost, the same events sent again every sweep.
         least = SWEEP_ACK_TIMEOUT_S + IDLE_IN_TRANSACTION_MARGIN_S
         if value < least:
             msg = (

@@ -251,18 +251,44 @@ async def delete_records(bootstrap: str, topic: str, partition: int, *, before: 
         await admin.close()
 
 
+async def topic_ends(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
+    """Where each partition of `topic` ends now: for `read_topic(start=...)`."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        await consumer.topics()  # the cluster's metadata
+        partitions = consumer.partitions_for_topic(topic) or set()
+        ends: dict[TopicPartition, int] = await consumer.end_offsets(
+            [TopicPartition(topic, p) for p in partitions]
+        )
+        return ends
+    finally:
+        await consumer.stop()
+
+
 async def read_topic(
-    bootstrap: str, topic: str, *, count: int, timeout_s: float = 30, match: Any = None
+    bootstrap: str,
+    topic: str,
+    *,
+    count: int,
+    timeout_s: float = 30,
+    match: Any = None,
+    start: dict[TopicPartition, int] | None = None,
 ) -> list[Any]:
-    """Read a topic from the beginning until `count` records (that satisfy `match`) arrived."""
+    """Read a topic until `count` records (that satisfy `match`) arrived: from the beginning,
+    or from `start` (see `topic_ends`), which spares reading what earlier runs wrote."""
     consumer = AIOKafkaConsumer(
-        topic,
+        *(() if start else (topic,)),
         bootstrap_servers=bootstrap,
         group_id=None,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
     )
     await consumer.start()
+    if start:
+        consumer.assign(list(start))
+        for partition, offset in start.items():
+            consumer.seek(partition, offset)
     found: list[Any] = []
     try:
         async with asyncio.timeout(timeout_s):

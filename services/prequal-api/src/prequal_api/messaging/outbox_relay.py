@@ -1,13 +1,13 @@
-"""Publishes outbox events to Kafka and marks them sent only once the broker acknowledged them.
+"""Publishes outbox events to Kafka; deletes each from the outbox once the broker acknowledged it.
 
 Two paths. The fast path: right after its commit, a request hands its event to the relay in
 memory; the relay hands it to the producer at once (which batches what arrives within
-`linger_ms` into one request), and a second task marks events published, many per statement,
+`linger_ms` into one request), and a second task deletes published events, many per statement,
 as their acknowledgements come back. The sweep, every few seconds: events still
 unpublished after a grace period (the fast path failed, Kafka was down, the process crashed
 before publishing) are claimed with `FOR UPDATE SKIP LOCKED`, sent, and those acknowledged
-marked. An event the producer holds unacknowledged (Kafka away, or its partition unwritable
-for a while) is marked when Kafka takes it, and the sweep leaves it alone meanwhile: sending
+deleted. An event the producer holds unacknowledged (Kafka away, or its partition unwritable
+for a while) is deleted when Kafka takes it, and the sweep leaves it alone meanwhile: sending
 it again through the same producer would only queue a copy behind it, and the relay writes
 a hold on it in the outbox (`held_until`) so that other API processes' sweeps leave it alone
 too. Several API processes can relay side by side; a rare double publication is harmless
@@ -48,8 +48,9 @@ HOLD_AFTER_S = 1.0
 
 HOLD_FOR_S = 60.0
 """How long such a hold lasts. The relay renews it, once a sweep interval, while the event is
-in hand (sweeps are at most a sweep's wait and a back-off apart, 25 s, and a long prune
-renews it too); a relay that died with events in hand lets go of them after this."""
+in hand (sweeps are at most a sweep's wait and a back-off apart, 25 s, and a long clean-up
+after an upgrade renews it too); a relay that died with events in hand lets go of them after
+this."""
 
 
 MISSING_TOPIC_RECHECK_S = 60.0
@@ -80,16 +81,14 @@ class OutboxRelay:
         producer: Producer,
         sweep_interval_s: float,
         batch_size: int,
-        retention_h: float = 24.0,
     ) -> None:
         self._sessions = sessions
         self._statements = statements
         self._producer = producer
         self._sweep_interval_s = sweep_interval_s
         self._batch_size = batch_size
-        self._retention_h = retention_h
         self._queue: list[OutboxMessage] = []
-        # Events handed to the producer and not yet marked or given up, by id: the sweep
+        # Events handed to the producer and not yet deleted or given up, by id: the sweep
         # leaves them alone. Each is queued for `_confirm` when Kafka has answered for it, in
         # the order they settle, not the order they were sent.
         self._unsettled: dict[uuid.UUID, asyncio.Future[Any]] = {}
@@ -170,8 +169,8 @@ class OutboxRelay:
                     while await self.sweep() == self._batch_size and not stop.is_set():
                         await self._publish_queued()
                     await self._measure_backlog()
-                    # Pruning a day's events after a long stop takes minutes: what is committed
-                    # meanwhile still goes out at once.
+                    # After an upgrade, deleting the day of events an older version kept takes
+                    # minutes: what is committed meanwhile still goes out at once.
                     while await self.prune() == self._batch_size and not stop.is_set():
                         await self._publish_queued()
                         await self._renew_holds()
@@ -188,7 +187,7 @@ class OutboxRelay:
                 await self._sleep(stop, self._sweep_interval_s, wake=True)
 
     async def _publish_queued(self) -> None:
-        """Hand queued events to the producer; `_confirm` marks them once acknowledged.
+        """Hand queued events to the producer; `_confirm` deletes them once acknowledged.
 
         Only the batches queued when it is called: under a load that Kafka only just keeps
         up with, events arrive while these are sent, and the sweep must still get its turn."""
@@ -212,7 +211,7 @@ class OutboxRelay:
         self, messages: Sequence[OutboxMessage]
     ) -> Callable[[Sequence[int], asyncio.Future[Any]], None]:
         """For `send_many`: each message is followed up as its batch is handed over, so that
-        one a stop cuts short is still marked once Kafka acknowledges it."""
+        one a stop cuts short is still deleted once Kafka acknowledges it."""
 
         def follow_up(indexes: Sequence[int], ack: asyncio.Future[Any]) -> None:
             for index in indexes:
@@ -221,7 +220,7 @@ class OutboxRelay:
         return follow_up
 
     def _follow_up(self, message: OutboxMessage, ack: asyncio.Future[Any]) -> None:
-        """`_confirm` marks the event once Kafka acknowledged it; the sweep leaves it alone
+        """`_confirm` deletes the event once Kafka acknowledged it; the sweep leaves it alone
         until then."""
         self._unsettled[message.event_id] = ack
         ack.add_done_callback(functools.partial(self._settle, message))
@@ -230,12 +229,12 @@ class OutboxRelay:
         self._settled.put_nowait((message, ack))
 
     async def _confirm(self) -> None:
-        """Mark acknowledged events published, everything acknowledged so far in one statement.
+        """Delete acknowledged events, everything acknowledged so far in one statement.
 
-        An event is marked as soon as it is acknowledged, whatever was sent before it: an
+        An event is deleted as soon as it is acknowledged, whatever was sent before it: an
         event for a partition Kafka cannot write to for a while (too few in-sync replicas,
         say: the producer retries its batch until it succeeds) does not hold up the others'
-        marking."""
+        deletion."""
         while True:
             ready = [await self._settled.get()]
             while not self._settled.empty():
@@ -266,16 +265,16 @@ class OutboxRelay:
             try:
                 if acknowledged:
                     async with self._statements.connect() as conn:
-                        await repository.mark_published(conn, [m.event_id for m in acknowledged])
+                        await repository.delete_published(conn, [m.event_id for m in acknowledged])
                     OUTBOX_PUBLISHED.inc(len(acknowledged))
             except Exception as exc:
-                # Published but not marked: the sweep publishes them again (a harmless duplicate).
-                log.warning("could not mark events published", error=repr(exc))
+                # Published but not deleted: the sweep publishes them again (a harmless duplicate).
+                log.warning("could not delete published events", error=repr(exc))
                 OUTBOX_LEFT_TO_SWEEP.inc(len(acknowledged))
             finally:
                 for message, ack in ready:
-                    # Marked, or the sweep's again. Only now: an event acknowledged and not
-                    # yet marked is still not the sweep's.
+                    # Deleted, or the sweep's again. Only now: an event acknowledged and not
+                    # yet deleted is still not the sweep's.
                     if self._unsettled.get(message.event_id) is ack:
                         del self._unsettled[message.event_id]
                     self._settled.task_done()
@@ -326,12 +325,12 @@ class OutboxRelay:
                         self._follow_up(message, ack)
                 raise
             acknowledged, pending = self._sort_out(messages, acks)
-            await repository.mark_published(session, [m.event_id for m in acknowledged])
+            await repository.delete_published(session, [m.event_id for m in acknowledged])
             if pending:
                 # Followed up now: held from this commit on, not from the next renewal (other
                 # processes could claim them meanwhile). The lock until the commit: a release
                 # of one refused from now on comes after it. One refused before (during the
-                # marking, say) was released already, which could not touch the rows this
+                # deletion, say) was released already, which could not touch the rows this
                 # transaction locks: not held, or nothing would ever renew or release it.
                 await holding.enter_async_context(self._holds)
                 if pending := [i for i in pending if self._in_hand(i)]:
@@ -359,7 +358,7 @@ class OutboxRelay:
             return
         async with self._holds:
             # Not one sent again since (a sweep took it back): its new hold is live. One
-            # refused and not yet settled (`_confirm` is marking others) is released.
+            # refused and not yet settled (`_confirm` is deleting others) is released.
             if unreleased := [i for i in self._unreleased if not self._in_hand(i)]:
                 async with self._statements.connect() as conn:
                     await repository.release(conn, unreleased)
@@ -384,7 +383,7 @@ class OutboxRelay:
     ) -> tuple[list[OutboxMessage], list[uuid.UUID]]:
         """The swept messages Kafka acknowledged, and the ids of those it has not answered yet
         (a partition it cannot write to for a while): these are followed up like the fast
-        path's, marked when acknowledged and left alone by the next sweeps meanwhile. Those
+        path's, deleted when acknowledged and left alone by the next sweeps meanwhile. Those
         refused, or never handed to the producer (no future), are the next sweep's."""
         acknowledged, pending = [], []
         for message, ack in zip(messages, acks, strict=False):
@@ -436,11 +435,10 @@ class OutboxRelay:
         )
 
     async def prune(self) -> int:
-        """Delete one batch of events published more than `retention_h` ago."""
+        """Delete one batch of the events a version before this one marked published instead
+        of deleting them (after an upgrade, up to a day of them)."""
         async with self._sessions.begin() as session:
-            return await repository.delete_published(
-                session, older_than_h=self._retention_h, limit=self._batch_size
-            )
+            return await repository.delete_marked(session, limit=self._batch_size)
 
     async def _measure_backlog(self) -> None:
         async with self._sessions() as session:
