@@ -211,7 +211,7 @@ async def claimable(outbox: AsyncEngine) -> int:
         return len(rows.all())
 
 
-async def published(outbox: AsyncEngine, messages: list[OutboxMessage]) -> set[bytes]:
+async def gone(outbox: AsyncEngine, messages: list[OutboxMessage]) -> set[bytes]:
     """The payloads of those of `messages` (all stored) that have left the outbox."""
     async with outbox.connect() as conn:
         rows = await conn.execute(
@@ -258,8 +258,8 @@ async def test_an_event_leaves_the_outbox_when_acknowledged_whatever_was_sent_be
         relay.publish_soon([stuck, *after])  # sent as one batch, the stuck event first
 
         async def all_but_the_stuck_one() -> bool:
-            gone = await published(scratch_outbox, [stuck, *after])
-            return gone == {b"fresh-0", b"fresh-1", b"fresh-2"}
+            now_gone = await gone(scratch_outbox, [stuck, *after])
+            return now_gone == {b"fresh-0", b"fresh-1", b"fresh-2"}
 
         assert await poll_until(all_but_the_stuck_one, timeout_s=5)
         await asyncio.sleep(0.2)
@@ -420,7 +420,7 @@ async def test_a_swept_event_refused_while_its_sweep_commits_is_not_left_held(
     stuck = stuck_message()
     await add_events(scratch_outbox, [stuck], minutes_ago=1)
     producer = StuckPartitionProducer()
-    delete = repository.delete_published
+    delete = repository.delete_acknowledged
     refused = False
 
     async def refused_during_the_commit(conn: Any, event_ids: list[uuid.UUID]) -> None:
@@ -431,7 +431,7 @@ async def test_a_swept_event_refused_while_its_sweep_commits_is_not_left_held(
             await asyncio.sleep(0.3)  # the relay's acknowledgement handling runs meanwhile
         await delete(conn, event_ids)
 
-    monkeypatch.setattr(repository, "delete_published", refused_during_the_commit)
+    monkeypatch.setattr(repository, "delete_acknowledged", refused_during_the_commit)
     async with running(relay_for(scratch_outbox, producer, sweep_interval_s=0.1)):
 
         async def sent_again() -> bool:
@@ -545,6 +545,24 @@ async def test_fresh_events_go_out_while_a_long_prune_runs(scratch_outbox: Async
         assert await rows(scratch_outbox) > 0  # sent while the prune was still going
 
 
+async def test_the_prune_deletes_only_what_an_earlier_relay_marked(
+    scratch_outbox: AsyncEngine,
+) -> None:
+    """Never an event not yet published: its application would never be decided."""
+    await add_marked(scratch_outbox, 3 * BATCH)
+    await add_backlog(scratch_outbox, 3)
+    relay = relay_for(scratch_outbox, FakeProducer())
+    while await relay.prune():
+        pass
+    async with scratch_outbox.connect() as conn:
+        left = await conn.execute(text("SELECT payload FROM outbox"))
+        assert sorted(bytes(row.payload) for row in left) == [
+            b"backlog-1",
+            b"backlog-2",
+            b"backlog-3",
+        ]
+
+
 async def test_the_sweep_still_runs_while_fresh_events_keep_coming(
     scratch_outbox: AsyncEngine,
 ) -> None:
@@ -613,7 +631,7 @@ async def test_a_sweep_deletes_what_kafka_acknowledged_and_follows_up_the_rest(
     async with running(relay):
 
         async def other_deleted() -> bool:
-            return await published(scratch_outbox, [stuck, other]) == {b"fresh-0"}
+            return await gone(scratch_outbox, [stuck, other]) == {b"fresh-0"}
 
         assert await poll_until(other_deleted, timeout_s=10)
         await asyncio.sleep(1)  # several more sweeps
@@ -647,7 +665,7 @@ async def test_a_stop_during_a_sweep_still_deletes_what_kafka_then_acknowledges(
     async with running(relay):
         assert await poll_until(producer.has_sent_something)
     assert len(producer.sent) == 5
-    assert await unpublished(scratch_outbox) == 0
+    assert await rows(scratch_outbox) == 0
 
 
 async def test_a_stop_while_a_sweep_hands_batches_over_deletes_those_handed_over(
@@ -704,7 +722,7 @@ async def test_events_sent_before_one_the_producer_refuses_are_still_deleted(
         relay.publish_soon(batch)
 
         async def first_two_deleted() -> bool:
-            return await published(scratch_outbox, batch) == {b"fresh-0", b"fresh-1"}
+            return await gone(scratch_outbox, batch) == {b"fresh-0", b"fresh-1"}
 
         assert await poll_until(first_two_deleted, timeout_s=5)
     assert left_to_sweep() - left_before == 2

@@ -34,8 +34,8 @@ def create_engine(
     `wait_for_flush=False` commits without waiting for the WAL to reach the disk
     (`synchronous_commit = off`): a crash of PostgreSQL or its machine can then undo the last
     fraction of a second of those commits. Only for writes whose loss is harmless (the outbox
-    relay's bookkeeping: a mark undone means a republication, a release undone a delay until
-    the hold lapses), never for an application or a decision.
+    relay's bookkeeping: a published event's deletion undone means a republication, a release
+    undone a delay until the hold lapses), never for an application or a decision.
     """
     server_settings = {} if wait_for_flush else {"synchronous_commit": "off"}
     engine = create_async_engine(

@@ -66,7 +66,7 @@ OUTBOX_PUBLISHED = Counter(
 OUTBOX_LEFT_TO_SWEEP = Counter(
     "prequal_outbox_left_to_sweep_total",
     "Committed events the relay's fast path did not publish (Kafka not reached yet, a send"
-    " failed or was not acknowledged, too many events in memory, or published but not marked);"
+    " failed or was not acknowledged, too many events in memory, or published but not deleted);"
     " the sweep publishes them after its grace period.",
 )
 

@@ -94,7 +94,7 @@ class OutboxEvent(Base):
     # deletes such rows (`delete_marked`), and leaves it null.
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Set by a relay whose producer holds the event unacknowledged: other relays' sweeps
-    # leave it alone until then (and it stays as it was once the event is published).
+    # leave it alone until then (the row is deleted once the event is published).
     held_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 

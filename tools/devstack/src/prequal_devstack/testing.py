@@ -256,8 +256,13 @@ async def topic_ends(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
     await consumer.start()
     try:
-        await consumer.topics()  # the cluster's metadata
-        partitions = consumer.partitions_for_topic(topic) or set()
+        # A consumer that subscribed to nothing has no topic's metadata yet (`topics()` fetches
+        # it without keeping it).
+        await consumer._client.force_metadata_update()
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            msg = f"kafka has no partitions of {topic}"
+            raise AssertionError(msg)
         ends: dict[TopicPartition, int] = await consumer.end_offsets(
             [TopicPartition(topic, p) for p in partitions]
         )
@@ -278,14 +283,14 @@ async def read_topic(
     """Read a topic until `count` records (that satisfy `match`) arrived: from the beginning,
     or from `start` (see `topic_ends`), which spares reading what earlier runs wrote."""
     consumer = AIOKafkaConsumer(
-        *(() if start else (topic,)),
+        *(() if start is not None else (topic,)),
         bootstrap_servers=bootstrap,
         group_id=None,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
     )
     await consumer.start()
-    if start:
+    if start is not None:
         consumer.assign(list(start))
         for partition, offset in start.items():
             consumer.seek(partition, offset)

@@ -265,7 +265,9 @@ class OutboxRelay:
             try:
                 if acknowledged:
                     async with self._statements.connect() as conn:
-                        await repository.delete_published(conn, [m.event_id for m in acknowledged])
+                        await repository.delete_acknowledged(
+                            conn, [m.event_id for m in acknowledged]
+                        )
                     OUTBOX_PUBLISHED.inc(len(acknowledged))
             except Exception as exc:
                 # Published but not deleted: the sweep publishes them again (a harmless duplicate).
@@ -325,7 +327,7 @@ class OutboxRelay:
                         self._follow_up(message, ack)
                 raise
             acknowledged, pending = self._sort_out(messages, acks)
-            await repository.delete_published(session, [m.event_id for m in acknowledged])
+            await repository.delete_acknowledged(session, [m.event_id for m in acknowledged])
             if pending:
                 # Followed up now: held from this commit on, not from the next renewal (other
                 # processes could claim them meanwhile). The lock until the commit: a release

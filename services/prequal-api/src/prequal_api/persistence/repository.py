@@ -183,18 +183,19 @@ async def release(conn: AsyncConnection, event_ids: list[uuid.UUID]) -> None:
     await conn.execute(_RELEASE, {"ids": event_ids})
 
 
-_DELETE_PUBLISHED = delete(OutboxEvent).where(
+_DELETE_ACKNOWLEDGED = delete(OutboxEvent).where(
     OutboxEvent.event_id == func.any(bindparam("ids", type_=_UUIDS))
 )
 
 
-async def delete_published(
+async def delete_acknowledged(
     conn: AsyncConnection | AsyncSession, event_ids: list[uuid.UUID]
 ) -> None:
     """Events Kafka acknowledged leave the outbox: it is a queue, not an archive (Kafka has
     them). A delete, not an update: it writes a few dozen bytes of WAL where an update wrote
-    the whole row again with its index entries, and the table stays as small as its backlog."""
-    await conn.execute(_DELETE_PUBLISHED, {"ids": event_ids})
+    the whole row again with its index entries, and the table's live rows are only its
+    backlog (vacuum and pruning reuse the space of the rest)."""
+    await conn.execute(_DELETE_ACKNOWLEDGED, {"ids": event_ids})
 
 
 async def delete_marked(session: AsyncSession, *, limit: int) -> int:
