@@ -519,6 +519,13 @@ async def add_marked(outbox: AsyncEngine, count: int) -> None:
         )
 
 
+async def payloads(outbox: AsyncEngine) -> list[bytes]:
+    """The payloads of the events still in the outbox, sorted."""
+    async with outbox.connect() as conn:
+        left = await conn.execute(text("SELECT payload FROM outbox"))
+        return sorted(bytes(row.payload) for row in left)
+
+
 async def rows(outbox: AsyncEngine) -> int:
     async with outbox.connect() as conn:
         return int(await conn.scalar(text("SELECT count(*) FROM outbox")) or 0)
@@ -554,13 +561,7 @@ async def test_the_prune_deletes_only_what_an_earlier_relay_marked(
     relay = relay_for(scratch_outbox, FakeProducer())
     while await relay.prune():
         pass
-    async with scratch_outbox.connect() as conn:
-        left = await conn.execute(text("SELECT payload FROM outbox"))
-        assert sorted(bytes(row.payload) for row in left) == [
-            b"backlog-1",
-            b"backlog-2",
-            b"backlog-3",
-        ]
+    assert await payloads(scratch_outbox) == [b"backlog-1", b"backlog-2", b"backlog-3"]
 
 
 async def test_the_sweep_still_runs_while_fresh_events_keep_coming(
@@ -689,13 +690,7 @@ async def test_a_stop_while_a_sweep_hands_batches_over_deletes_those_handed_over
     async with running(relay):
         assert await poll_until(producer.has_sent_something)
     assert producer.sent == [b"backlog-1", b"backlog-2"]
-    async with scratch_outbox.connect() as conn:
-        rows = await conn.execute(text("SELECT payload FROM outbox"))
-        assert sorted(bytes(row.payload) for row in rows) == [
-            b"backlog-3",
-            b"backlog-4",
-            b"backlog-5",
-        ]
+    assert await payloads(scratch_outbox) == [b"backlog-3", b"backlog-4", b"backlog-5"]
     assert await unpublished(scratch_outbox) == 3
 
 
