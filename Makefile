@@ -41,7 +41,7 @@ test: ## Run every test but the fault-injection suite, one pytest per workspace 
 	./run_tests.sh
 
 .PHONY: chaos
-chaos: ## Fault-injection suite (kills services, stops Kafka and PostgreSQL)
+chaos: ## Fault-injection suite (kills services, stops Kafka, stops and crashes PostgreSQL)
 	./run_tests.sh --chaos
 
 .PHONY: lint

@@ -228,6 +228,27 @@ class Postgres:
             kill(pid)
             # Backends notice the postmaster is gone and exit; wait for the port to close.
             wait_until(lambda: not port_open(self.port), timeout_s=10)
+            # And for every trace of it: a new postmaster refuses to start while the old one's
+            # pid still answers a signal (a zombie its parent has not reaped yet) or one of its
+            # backends still holds the shared memory.
+            wait_until(lambda: not self._remnants(pid), timeout_s=10)
+
+    def _remnants(self, pid: int) -> bool:
+        """Whether the postmaster `pid`, or any process working in the data directory, is left."""
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            return True
+        else:
+            return True
+        data = self.data.resolve()
+        for process in psutil.process_iter(["cwd"]):
+            cwd = process.info["cwd"]
+            if cwd and Path(cwd).resolve() == data:
+                return True
+        return False
 
     def healthy(self) -> bool:
         async def probe() -> bool:
