@@ -67,9 +67,9 @@ async def test_nothing_accepted_is_lost_whatever_fails(
         await asyncio.sleep(OUTAGE_S)
         await step("start", "postgres")
         await asyncio.sleep(3)
-        # A crash, not a shutdown: what PostgreSQL had not written out is gone (the relay's
-        # latest deletions among it: they do not wait for the disk), and it recovers from its
-        # WAL on the way up.
+        # A crash, not a shutdown: WAL still in PostgreSQL's memory is lost, which can include
+        # the relay's latest deletions, hold renewals and releases (they do not wait for the
+        # disk), and it recovers from its WAL on the way up.
         await step("kill", "postgres")
         await step("start", "postgres")
         last_fault_end = time.monotonic()

@@ -152,6 +152,11 @@ class Postgres:
     def start(self) -> None:
         if self.pid():
             return
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            # Killed, by `kill` or by anything else (the OOM killer): pg_ctl would fail at once
+            # while its remnants last, so wait for them (pg_ctl then says what is left, if any).
+            stale = int((self.data / "postmaster.pid").read_text().splitlines()[0])
+            wait_until(lambda: not self._remnants(stale), timeout_s=10)
         if port_open(self.port):
             msg = (
                 f"port {self.port} is taken by another program, so the stack's PostgreSQL cannot "
@@ -228,26 +233,40 @@ class Postgres:
             kill(pid)
             # Backends notice the postmaster is gone and exit; wait for the port to close.
             wait_until(lambda: not port_open(self.port), timeout_s=10)
-            # And for every trace of it: a new postmaster refuses to start while the old one's
-            # pid still answers a signal (a zombie its parent has not reaped yet) or one of its
-            # backends still holds the shared memory.
-            wait_until(lambda: not self._remnants(pid), timeout_s=10)
+            # And for every trace of it, which a new postmaster would refuse to start beside.
+            if not wait_until(lambda: not self._remnants(pid), timeout_s=10):
+                msg = (
+                    f"PostgreSQL's postmaster (pid {pid}) was killed, but 10 s later it is still "
+                    "a process (a zombie its parent, PID 1, has not reaped) or processes are still "
+                    "attached to its shared memory: it cannot be started again until they are gone"
+                )
+                raise StackError(msg)
 
     def _remnants(self, pid: int) -> bool:
-        """Whether the postmaster `pid`, or any process working in the data directory, is left."""
+        """What PostgreSQL checks before it starts: whether the postmaster of `postmaster.pid`
+        still answers a signal (a zombie not yet reaped does), and whether processes (its
+        backends, on their way out) are still attached to its shared memory."""
         try:
             os.kill(pid, 0)
-        except ProcessLookupError:
+        except (ProcessLookupError, PermissionError):  # gone; or the pid is another user's now
             pass
-        except PermissionError:
-            return True
         else:
             return True
-        data = self.data.resolve()
-        for process in psutil.process_iter(["cwd"]):
-            cwd = process.info["cwd"]
-            if cwd and Path(cwd).resolve() == data:
-                return True
+        return self._shared_memory_attached()
+
+    def _shared_memory_attached(self) -> bool:
+        """Line 7 of `postmaster.pid` holds the key and id of the server's System V shared
+        memory, and `/proc/sysvipc/shm` how many processes are attached to it (readable by
+        anyone, unlike the backends' own `/proc` entries)."""
+        try:
+            shmid = int((self.data / "postmaster.pid").read_text().splitlines()[6].split()[1])
+            segments = Path("/proc/sysvipc/shm").read_text().splitlines()[1:]
+        except (OSError, ValueError, IndexError):
+            return False
+        for segment in segments:
+            fields = segment.split()  # key shmid perms size cpid lpid nattch ...
+            if int(fields[1]) == shmid:
+                return int(fields[6]) > 0
         return False
 
     def healthy(self) -> bool:
