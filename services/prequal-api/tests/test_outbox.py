@@ -13,6 +13,14 @@ from prequal_devstack.testing import StackInfo, fetch_application, poll_until
 from prequal_shared.models import OutboxEvent
 
 
+async def in_outbox(engine: AsyncEngine, event_id: uuid.UUID) -> bool:
+    async with engine.connect() as conn:
+        found = await conn.scalar(
+            text("SELECT count(*) FROM outbox WHERE event_id = :id"), {"id": event_id}
+        )
+    return bool(found)
+
+
 async def test_an_event_left_in_the_outbox_is_published_by_the_sweep(
     stack: StackInfo, engine: AsyncEngine
 ) -> None:
@@ -45,11 +53,7 @@ async def test_an_event_left_in_the_outbox_is_published_by_the_sweep(
 
     # The running API's relay sweeps every 2 s.
     assert await poll_until(decided, timeout_s=30, interval_s=0.5) == "REJECTED"
-    async with engine.connect() as conn:
-        left = await conn.scalar(
-            text("SELECT count(*) FROM outbox WHERE event_id = :id"), {"id": event.event_id}
-        )
-    assert left == 0  # published, so deleted
+    assert not await in_outbox(engine, event.event_id)  # published, so deleted
 
 
 async def test_events_an_earlier_relay_marked_published_are_deleted(
@@ -69,11 +73,7 @@ async def test_events_an_earlier_relay_marked_published_are_deleted(
         )
 
     async def deleted() -> bool:
-        async with engine.connect() as conn:
-            found = await conn.scalar(
-                text("SELECT count(*) FROM outbox WHERE event_id = :id"), {"id": marked}
-            )
-        return not found
+        return not await in_outbox(engine, marked)
 
     # The running API's relay looks every 2 s.
     assert await poll_until(deleted, timeout_s=30, interval_s=0.5)

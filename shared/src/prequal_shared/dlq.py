@@ -22,6 +22,7 @@ from prequal_shared.kafka import (
     DLQ_SOURCE_PARTITION,
     DLQ_SOURCE_TOPIC,
     DLQ_VALUE_OMITTED,
+    assign_whole_topic,
     create_producer,
     security_options,
     source_key,
@@ -133,17 +134,6 @@ def _dlq_reader(settings: CommonSettings, *, group: str | None) -> AIOKafkaConsu
     )
 
 
-async def _assign_dlq(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    partitions = consumer.partitions_for_topic(topic)
-    if partitions is None:
-        await consumer._client.force_metadata_update()
-        partitions = consumer.partitions_for_topic(topic) or set()
-    tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-    if tps:
-        consumer.assign(tps)
-    return tps
-
-
 async def read_dead_letters(
     settings: CommonSettings, *, after_group: str | None = None
 ) -> list[DeadLetter]:
@@ -152,7 +142,7 @@ async def read_dead_letters(
     consumer = _dlq_reader(settings, group=after_group)
     try:
         await consumer.start()
-        tps = await _assign_dlq(consumer, settings.topic_dlq)
+        tps = await assign_whole_topic(consumer, settings.topic_dlq)
         if not tps:
             return []
         await consumer.seek_to_beginning(*tps)
@@ -214,7 +204,7 @@ async def replay(
             marker = _dlq_reader(settings, group=done_in_group)
             resources.push_async_callback(stop_consumer, marker)
             await marker.start()
-            await _assign_dlq(marker, settings.topic_dlq)
+            await assign_whole_topic(marker, settings.topic_dlq)
         for letter in letters:
             topic = letter.source_topic if letter.replayable else None
             if topic:

@@ -335,6 +335,20 @@ def create_consumer(
     return consumer
 
 
+async def assign_whole_topic(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """Assign every partition of `topic` to a started consumer (none if Kafka has no such
+    topic); returns them. A consumer that subscribed to nothing has no topic's metadata yet,
+    and `topics()` fetches it without keeping it: it is asked for here."""
+    partitions = consumer.partitions_for_topic(topic)
+    if partitions is None:
+        await consumer._client.force_metadata_update()
+        partitions = consumer.partitions_for_topic(topic) or set()
+    tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+    if tps:
+        consumer.assign(tps)
+    return tps
+
+
 async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
     """`consumer.stop()`, except for aiokafka#647: with the broker down, a fetch that has
     failed is backing off when `stop()` cancels it, and `stop()` raises that task's

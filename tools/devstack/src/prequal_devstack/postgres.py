@@ -92,11 +92,8 @@ class Postgres:
     def pid(self) -> int | None:
         """The postmaster's pid, if it runs. The postmaster works in its data directory,
         which tells it from another process that has the pid since (after a reboot)."""
-        try:
-            pid = int((self.data / "postmaster.pid").read_text().splitlines()[0])
-        except (OSError, ValueError, IndexError):
-            return None
-        if not pid_alive(pid):
+        pid = self._lock_file_pid()
+        if pid is None or not pid_alive(pid):
             return None
         try:
             process = psutil.Process(pid)
@@ -152,10 +149,9 @@ class Postgres:
     def start(self) -> None:
         if self.pid():
             return
-        with contextlib.suppress(OSError, ValueError, IndexError):
+        if (stale := self._lock_file_pid()) is not None:
             # Killed, by `kill` or by anything else (the OOM killer): pg_ctl would fail at once
             # while its remnants last, so wait for them (pg_ctl then says what is left, if any).
-            stale = int((self.data / "postmaster.pid").read_text().splitlines()[0])
             wait_until(lambda: not self._remnants(stale), timeout_s=10)
         if port_open(self.port):
             msg = (
@@ -242,6 +238,20 @@ class Postgres:
                 )
                 raise StackError(msg)
 
+    def _lock_file(self) -> list[str]:
+        """The lines of `postmaster.pid` (none if there is none): the postmaster's pid first,
+        its shared memory's key and id seventh."""
+        try:
+            return (self.data / "postmaster.pid").read_text().splitlines()
+        except OSError:
+            return []
+
+    def _lock_file_pid(self) -> int | None:
+        try:
+            return int(self._lock_file()[0])
+        except (ValueError, IndexError):
+            return None
+
     def _remnants(self, pid: int) -> bool:
         """What PostgreSQL checks before it starts: whether the postmaster of `postmaster.pid`
         still answers a signal (a zombie not yet reaped does), and whether processes (its
@@ -259,7 +269,7 @@ class Postgres:
         memory, and `/proc/sysvipc/shm` how many processes are attached to it (readable by
         anyone, unlike the backends' own `/proc` entries)."""
         try:
-            shmid = int((self.data / "postmaster.pid").read_text().splitlines()[6].split()[1])
+            shmid = int(self._lock_file()[6].split()[1])
             segments = Path("/proc/sysvipc/shm").read_text().splitlines()[1:]
         except (OSError, ValueError, IndexError):
             return False

@@ -45,6 +45,7 @@ from prequal_shared.events import (
     headers_for,
     new_event_fields,
 )
+from prequal_shared.kafka import assign_whole_topic
 from prequal_shared.models import Application
 
 
@@ -256,16 +257,11 @@ async def topic_ends(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
     await consumer.start()
     try:
-        # A consumer that subscribed to nothing has no topic's metadata yet (`topics()` fetches
-        # it without keeping it).
-        await consumer._client.force_metadata_update()
-        partitions = consumer.partitions_for_topic(topic)
+        partitions = await assign_whole_topic(consumer, topic)
         if not partitions:
             msg = f"kafka has no partitions of {topic}"
             raise AssertionError(msg)
-        ends: dict[TopicPartition, int] = await consumer.end_offsets(
-            [TopicPartition(topic, p) for p in partitions]
-        )
+        ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
         return ends
     finally:
         await consumer.stop()
