@@ -205,16 +205,18 @@ async def test_the_live_count_counts_each_application_of_the_run_once(stack: Sta
         assert await bench.LiveCount(pool, ran)() == (0, 0)  # nothing of the run's yet
         live = bench.LiveCount(pool, ran)
         await store(3, seconds_ago=30, status="REJECTED")  # counted once, then kept
+        await store(1, seconds_ago=30, status="PENDING")  # undecided until it is decided
         await store(2, seconds_ago=0, status="PENDING")  # counted again each time
-        assert await live() == (5, 3)
-        assert await live() == (5, 3)
+        assert await live() == (6, 3)
+        assert await live() == (6, 3)
         await store(1, seconds_ago=0, status="PRE_APPROVED")
         await pool.execute(
             "UPDATE applications SET status = 'MANUAL_REVIEW' WHERE applicant_name = $1"
             " AND status = 'PENDING' AND created_at > now() - interval '1 minute'",
             marker,
         )
-        assert await live() == (6, 6)
+        assert await live() == (7, 7)
+        assert await live() == (7, 7)
     finally:
         await pool.execute(
             "DELETE FROM applications WHERE applicant_name = ANY($1::text[])",
