@@ -54,6 +54,9 @@ class Application(Base):
         CheckConstraint(
             "cibil_score IS NULL OR cibil_score BETWEEN 300 AND 900", name="cibil_score"
         ),
+        # Room on each page for the decision's new row version: with no index on a column the
+        # decision changes, it is then a HOT update (migration 0006).
+        {"postgresql_with": {"fillfactor": 90}},
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
@@ -62,7 +65,8 @@ class Application(Base):
     monthly_income_inr: Mapped[Decimal] = mapped_column(MONEY)
     loan_amount_inr: Mapped[Decimal] = mapped_column(MONEY)
     loan_type: Mapped[str | None] = mapped_column(String(16))
-    status: Mapped[str] = mapped_column(String(16), server_default="PENDING", index=True)
+    # Not indexed: the decision's update stays HOT (migration 0006).
+    status: Mapped[str] = mapped_column(String(16), server_default="PENDING")
     cibil_score: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), index=True
