@@ -209,6 +209,12 @@ async def test_the_live_count_counts_each_application_of_the_run_once(stack: Sta
         await store(2, seconds_ago=0, status="PENDING")  # counted again each time
         assert await live() == (6, 3)
         assert await live() == (6, 3)
+        await pool.execute(  # the older one is decided, the recent ones still wait
+            "UPDATE applications SET status = 'REJECTED' WHERE applicant_name = $1"
+            " AND status = 'PENDING' AND created_at < now() - interval '10 seconds'",
+            marker,
+        )
+        assert await live() == (6, 4)
         await store(1, seconds_ago=0, status="PRE_APPROVED")
         await pool.execute(
             "UPDATE applications SET status = 'MANUAL_REVIEW' WHERE applicant_name = $1"
