@@ -27,8 +27,11 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    op.execute("ALTER TABLE applications SET (fillfactor = 90)")
+    # Outside the migrations' transaction: upgraded from 0004 in one go, that transaction holds
+    # 0005's lock on `outbox` (ACCESS EXCLUSIVE), and submissions would wait on it for as long
+    # as this ALTER waits for its own lock (behind a running VACUUM, say).
     with op.get_context().autocommit_block():
+        op.execute("ALTER TABLE applications SET (fillfactor = 90)")
         op.drop_index(
             "ix_applications_status",
             table_name="applications",
@@ -49,4 +52,4 @@ def downgrade() -> None:
         op.create_index(
             "ix_applications_status", "applications", ["status"], postgresql_concurrently=True
         )
-    op.execute("ALTER TABLE applications RESET (fillfactor)")
+        op.execute("ALTER TABLE applications RESET (fillfactor)")

@@ -223,6 +223,13 @@ async def test_migrations_create_the_schema_and_downgrade_removes_it(stack: Stac
                 except asyncpg.CheckViolationError:
                     continue
                 raise AssertionError(f"accepted: {bad}")
+            # 0006's downgrade puts the status index and the default fillfactor back.
+            await asyncio.to_thread(alembic, scratch_url, "downgrade", "0005")
+            before_0006 = await conn.fetchrow(
+                "SELECT c.reloptions, to_regclass('ix_applications_status') IS NOT NULL AS indexed"
+                " FROM pg_class c WHERE c.oid = 'applications'::regclass"
+            )
+            assert (before_0006["reloptions"], before_0006["indexed"]) == (None, True)
         finally:
             await conn.close()
 
