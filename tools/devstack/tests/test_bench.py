@@ -231,6 +231,22 @@ async def test_the_live_count_counts_each_application_of_the_run_once(stack: Sta
         await pool.close()
 
 
+async def test_the_floor_leaves_none_of_its_applications_behind(stack: StackInfo) -> None:
+    pool = await bench.connect(stack.database_url, size=1)
+    try:
+        since = await pool.fetchval("SELECT now()")
+        per_s = await bench.floor(stack.database_url, concurrency=2, seconds=0.3)
+        left = await pool.fetchval(
+            "SELECT count(*) FROM applications WHERE created_at >= $1"
+            " AND applicant_name LIKE 'floor-%'",
+            since,
+        )
+    finally:
+        await pool.close()
+    assert per_s > 0
+    assert left == 0
+
+
 @pytest.mark.parametrize(
     ("created", "decided", "seconds", "expected"),
     [
