@@ -7,11 +7,11 @@ import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
 
+import asyncpg
 import pytest
 from asgi_correlation_id import correlation_id
 from sqlalchemy import text
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 from structlog.contextvars import bind_contextvars, get_contextvars
 
 from prequal_api.api.schemas import ApplicationIn
@@ -20,6 +20,7 @@ from prequal_api.persistence import repository
 from prequal_api.persistence.repository import NewApplication, OutboxMessage
 from prequal_api.persistence.writer import ApplicationWriter
 from prequal_devstack.testing import poll_until
+from prequal_shared.db import DriverConnection
 
 
 def application(income: str = "50000", loan_type: str | None = "HOME") -> NewApplication:
@@ -107,7 +108,7 @@ async def test_a_refused_application_fails_alone(
     assert [type(result) for result in results] == [
         type(None),
         type(None),
-        IntegrityError,
+        asyncpg.CheckViolationError,
         type(None),
         type(None),
         type(None),
@@ -127,7 +128,9 @@ async def test_the_write_does_not_run_as_the_request_that_started_it(
     seen: list[tuple[str | None, object]] = []
     add = repository.add_applications
 
-    async def noting_the_context(conn: AsyncConnection, applications: list[NewApplication]) -> None:
+    async def noting_the_context(
+        conn: DriverConnection, applications: list[NewApplication]
+    ) -> None:
         seen.append((correlation_id.get(), get_contextvars().get("service")))
         await add(conn, applications)
 

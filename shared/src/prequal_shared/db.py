@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -80,3 +83,30 @@ def _discard_closed(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
 
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+DriverConnection = Any
+"""asyncpg's own connection (`asyncpg.Connection`; asyncpg has no type hints)."""
+
+
+async def driver_connection_of(conn: AsyncConnection | AsyncSession) -> DriverConnection:
+    """The asyncpg connection under a SQLAlchemy connection or session, in the same
+    transaction if one is open.
+
+    For a statement that runs once per few requests: SQLAlchemy's execution path (its
+    greenlet, the statement's cache lookup, the cursor adapter, the result) cost about 100 us
+    of CPU per statement, as much as asyncpg's own work (docs/performance.md, nineteenth
+    look). The pool, its checks and the transaction stay SQLAlchemy's.
+    """
+    if isinstance(conn, AsyncSession):
+        conn = await conn.connection()
+    return (await conn.get_raw_connection()).driver_connection
+
+
+@contextlib.asynccontextmanager
+async def driver_connection(engine: AsyncEngine) -> AsyncIterator[DriverConnection]:
+    """A pooled connection's asyncpg connection, returned to the pool on exit. In autocommit
+    mode each statement commits on its own, whatever the engine's isolation level: nothing
+    begins a transaction on it."""
+    async with engine.connect() as conn:
+        yield await driver_connection_of(conn)

@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from prequal_api.persistence import repository
 from prequal_api.persistence.repository import OutboxMessage
 from prequal_api.settings import SWEEP_ACK_TIMEOUT_S
+from prequal_shared.db import driver_connection, driver_connection_of
 from prequal_shared.errors import is_transient
 from prequal_shared.kafka import Message, Producer
 from prequal_shared.metrics import OUTBOX_BACKLOG, OUTBOX_LEFT_TO_SWEEP, OUTBOX_PUBLISHED
@@ -264,7 +265,7 @@ class OutboxRelay:
                     self._unreleased.update(refused)  # the next renewal releases them
             try:
                 if acknowledged:
-                    async with self._statements.connect() as conn:
+                    async with driver_connection(self._statements) as conn:
                         await repository.delete_acknowledged(
                             conn, [m.event_id for m in acknowledged]
                         )
@@ -327,7 +328,9 @@ class OutboxRelay:
                         self._follow_up(message, ack)
                 raise
             acknowledged, pending = self._sort_out(messages, acks)
-            await repository.delete_acknowledged(session, [m.event_id for m in acknowledged])
+            await repository.delete_acknowledged(
+                await driver_connection_of(session), [m.event_id for m in acknowledged]
+            )
             if pending:
                 # Followed up now: held from this commit on, not from the next renewal (other
                 # processes could claim them meanwhile). The lock until the commit: a release

@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import Interval, bindparam, delete, func, or_, select, text
+from sqlalchemy import Interval, bindparam, func, or_, select, text
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from prequal_shared.db import DriverConnection
 from prequal_shared.models import Application, OutboxEvent
 
 _UUIDS = ARRAY(UUID(as_uuid=True))
@@ -43,44 +44,40 @@ class NewApplication:
 # Any number of applications and their events in ONE statement: a data-modifying CTE over
 # arrays, one array per column (`unnest` zips them into rows). One statement is atomic on its
 # own, so it needs no BEGIN/COMMIT round trips; and the SQL text is the same for every batch
-# size, so it is parsed and planned once per connection.
-_ADD_APPLICATIONS = text(
-    """
+# size, so it is parsed and planned once per connection (asyncpg's statement cache).
+_ADD_APPLICATIONS = """
     WITH new_applications AS (
         INSERT INTO applications
             (id, pan_number, applicant_name, monthly_income_inr, loan_amount_inr, loan_type)
         SELECT * FROM unnest(
-            CAST(:ids AS uuid[]), CAST(:pans AS text[]), CAST(:names AS text[]),
-            CAST(:incomes AS numeric[]), CAST(:amounts AS numeric[]),
-            CAST(:loan_types AS text[])
+            $1::uuid[], $2::text[], $3::text[], $4::numeric[], $5::numeric[], $6::text[]
         )
     )
     INSERT INTO outbox (event_id, topic, message_key, payload, headers)
     SELECT event_id, topic, message_key, payload, CAST(headers AS jsonb) FROM unnest(
-        CAST(:event_ids AS uuid[]), CAST(:topics AS text[]), CAST(:keys AS bytea[]),
-        CAST(:payloads AS bytea[]), CAST(:headers AS text[])
+        $7::uuid[], $8::text[], $9::bytea[], $10::bytea[], $11::text[]
     ) AS event(event_id, topic, message_key, payload, headers)
-    """
-)
+"""
 
 
-async def add_applications(conn: AsyncConnection, applications: Sequence[NewApplication]) -> None:
-    """Store the applications as PENDING, each with its outbox event, all or none."""
+async def add_applications(conn: DriverConnection, applications: Sequence[NewApplication]) -> None:
+    """Store the applications as PENDING, each with its outbox event, all or none.
+
+    On asyncpg's connection (`prequal_shared.db.driver_connection`): a statement runs once per
+    few requests at 1,000/s, and SQLAlchemy's execution path doubled its CPU."""
     await conn.execute(
         _ADD_APPLICATIONS,
-        {
-            "ids": [a.id for a in applications],
-            "pans": [a.pan_number for a in applications],
-            "names": [a.applicant_name for a in applications],
-            "incomes": [a.monthly_income_inr for a in applications],
-            "amounts": [a.loan_amount_inr for a in applications],
-            "loan_types": [a.loan_type for a in applications],
-            "event_ids": [a.event.event_id for a in applications],
-            "topics": [a.event.topic for a in applications],
-            "keys": [a.event.key for a in applications],
-            "payloads": [a.event.payload for a in applications],
-            "headers": [json.dumps(a.event.headers) for a in applications],
-        },
+        [a.id for a in applications],
+        [a.pan_number for a in applications],
+        [a.applicant_name for a in applications],
+        [a.monthly_income_inr for a in applications],
+        [a.loan_amount_inr for a in applications],
+        [a.loan_type for a in applications],
+        [a.event.event_id for a in applications],
+        [a.event.topic for a in applications],
+        [a.event.key for a in applications],
+        [a.event.payload for a in applications],
+        [json.dumps(a.event.headers) for a in applications],
     )
 
 
@@ -183,19 +180,18 @@ async def release(conn: AsyncConnection, event_ids: list[uuid.UUID]) -> None:
     await conn.execute(_RELEASE, {"ids": event_ids})
 
 
-_DELETE_ACKNOWLEDGED = delete(OutboxEvent).where(
-    OutboxEvent.event_id == func.any(bindparam("ids", type_=_UUIDS))
-)
+_DELETE_ACKNOWLEDGED = "DELETE FROM outbox WHERE event_id = ANY($1::uuid[])"
 
 
-async def delete_acknowledged(
-    conn: AsyncConnection | AsyncSession, event_ids: list[uuid.UUID]
-) -> None:
+async def delete_acknowledged(conn: DriverConnection, event_ids: list[uuid.UUID]) -> None:
     """Events Kafka acknowledged leave the outbox: it is a queue, not an archive (Kafka has
     them). A delete, not an update: it writes a few dozen bytes of WAL where an update wrote
     the whole row again with its index entries, and the table's live rows are only its
-    backlog (vacuum and pruning reuse the space of the rest)."""
-    await conn.execute(_DELETE_ACKNOWLEDGED, {"ids": event_ids})
+    backlog (vacuum and pruning reuse the space of the rest).
+
+    On asyncpg's connection, as `add_applications`: the fast path deletes a few events per
+    statement at 1,000/s."""
+    await conn.execute(_DELETE_ACKNOWLEDGED, event_ids)
 
 
 async def delete_marked(session: AsyncSession, *, limit: int) -> int:

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from prequal_api.persistence import repository
 from prequal_api.persistence.repository import NewApplication, OutboxMessage
+from prequal_shared.db import driver_connection
 from prequal_shared.errors import DependencyUnavailableError, is_transient
 
 log = structlog.stdlib.get_logger(__name__)
@@ -42,10 +43,10 @@ class ApplicationWriter:
         max_batch: int = 256,
         max_writes: int = 1,
     ) -> None:
-        """At most `max_writes` statements are in flight at a time. `engine` should be in
-        autocommit mode (each batch is one statement, so BEGIN/COMMIT would only add round
-        trips). `on_committed` gets the events of each committed batch (the outbox relay's
-        fast path)."""
+        """At most `max_writes` statements are in flight at a time. Each batch is one
+        statement, committed on its own (no BEGIN/COMMIT round trips), on asyncpg's connection
+        from `engine`'s pool. `on_committed` gets the events of each committed batch (the
+        outbox relay's fast path)."""
         self._engine = engine
         self._on_committed = on_committed
         self._max_batch = max_batch
@@ -110,7 +111,7 @@ class ApplicationWriter:
 
     async def _write(self, batch: Sequence[Waiting]) -> None:
         try:
-            async with self._engine.begin() as conn:
+            async with driver_connection(self._engine) as conn:
                 await repository.add_applications(conn, [application for application, _ in batch])
         except Exception as exc:
             if len(batch) > 1 and not is_transient(exc):
