@@ -14,9 +14,10 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from prequal_api.messaging.outbox_relay import OutboxRelay
+from prequal_shared.db import DriverConnection, driver_connection
 from prequal_shared.errors import DependencyUnavailableError, is_transient
 
 CORRELATION_HEADER = "X-Correlation-ID"
@@ -44,10 +45,10 @@ async def database_errors() -> AsyncIterator[None]:
 
 
 @contextlib.asynccontextmanager
-async def unit_of_work(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A connection in autocommit mode: each request's work is one statement, and so one
-    transaction, with no BEGIN/COMMIT round trips."""
-    async with database_errors(), engine.connect() as conn:
+async def unit_of_work(engine: AsyncEngine) -> AsyncIterator[DriverConnection]:
+    """asyncpg's connection, in autocommit mode: each request's work is one statement, and so
+    one transaction, with no BEGIN/COMMIT round trips."""
+    async with database_errors(), driver_connection(engine) as conn:
         yield conn
 
 

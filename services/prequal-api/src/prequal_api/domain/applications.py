@@ -6,12 +6,11 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from prequal_api.api.schemas import ApplicationIn
 from prequal_api.persistence import repository
 from prequal_api.persistence.repository import NewApplication, OutboxMessage
 from prequal_api.persistence.writer import ApplicationWriter
+from prequal_shared.db import DriverConnection
 from prequal_shared.domain import ApplicationStatus
 from prequal_shared.errors import ApplicationNotFoundError
 from prequal_shared.events import (
@@ -73,7 +72,7 @@ class ApplicationIntake:
         return new
 
 
-async def application_status(conn: AsyncConnection, application_id: uuid.UUID) -> StatusView:
+async def application_status(conn: DriverConnection, application_id: uuid.UUID) -> StatusView:
     found = await repository.get_status(conn, application_id)
     if found is None:
         msg = f"application {application_id} not found"

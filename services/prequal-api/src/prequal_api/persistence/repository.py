@@ -14,7 +14,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from prequal_shared.db import DriverConnection
-from prequal_shared.models import Application, OutboxEvent
+from prequal_shared.models import OutboxEvent
 
 _UUIDS = ARRAY(UUID(as_uuid=True))
 
@@ -81,17 +81,15 @@ async def add_applications(conn: DriverConnection, applications: Sequence[NewApp
     )
 
 
+_GET_STATUS = "SELECT status, cibil_score, updated_at FROM applications WHERE id = $1"
+
+
 async def get_status(
-    conn: AsyncConnection, application_id: uuid.UUID
+    conn: DriverConnection, application_id: uuid.UUID
 ) -> tuple[str, int | None, datetime] | None:
-    row = (
-        await conn.execute(
-            select(Application.status, Application.cibil_score, Application.updated_at).where(
-                Application.id == application_id
-            )
-        )
-    ).first()
-    return None if row is None else (row.status, row.cibil_score, row.updated_at)
+    """On asyncpg's connection: clients poll it, one statement a request."""
+    row = await conn.fetchrow(_GET_STATUS, application_id)
+    return None if row is None else (row[0], row[1], row[2])
 
 
 async def claim_unpublished(
