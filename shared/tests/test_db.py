@@ -9,7 +9,12 @@ from sqlalchemy.exc import DBAPIError
 
 from prequal_devstack.testing import StackInfo, fetch_application, insert_application
 from prequal_shared.config import CommonSettings
-from prequal_shared.db import create_engine
+from prequal_shared.db import (
+    create_engine,
+    create_session_factory,
+    driver_connection,
+    driver_connection_of,
+)
 from prequal_shared.errors import is_transient
 
 
@@ -123,3 +128,51 @@ async def test_only_engines_asked_to_commit_without_waiting_for_the_disk(
     finally:
         await engine.dispose()
     assert shown == setting
+
+
+async def test_the_driver_connection_of_a_session_works_in_its_transaction(
+    stack: StackInfo,
+) -> None:
+    """The outbox sweep deletes on asyncpg's connection inside its session's transaction: a
+    rollback must take the deletion back with the rest."""
+    engine = create_engine(
+        CommonSettings(database_url=stack.database_url), application_name="test-db"
+    )
+    application_id = await insert_application(engine)
+    try:
+        async with create_session_factory(engine)() as session:
+            await session.execute(text("SELECT 1"))  # the session's transaction has begun
+            driver = await driver_connection_of(session)
+            await driver.execute("DELETE FROM applications WHERE id = $1", application_id)
+            assert (
+                await driver.fetchval(
+                    "SELECT count(*) FROM applications WHERE id = $1", application_id
+                )
+                == 0
+            )
+            await session.rollback()
+        row = await fetch_application(engine, application_id)
+    finally:
+        await engine.dispose()
+    assert row.status == "PENDING"
+
+
+async def test_a_driver_connection_left_in_a_transaction_is_not_pooled_again(
+    stack: StackInfo,
+) -> None:
+    engine = create_engine(
+        CommonSettings(database_url=stack.database_url),
+        application_name="test-db",
+        pool_size=1,
+    )
+    try:
+        async with driver_connection(engine) as conn:
+            await conn.execute("BEGIN")  # and no COMMIT or ROLLBACK: as if interrupted
+            first = conn.get_server_pid()
+        async with driver_connection(engine) as conn:
+            in_transaction = conn.is_in_transaction()
+            second = conn.get_server_pid()
+    finally:
+        await engine.dispose()
+    assert not in_transaction
+    assert second != first  # the pool's only connection was replaced

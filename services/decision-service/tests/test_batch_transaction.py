@@ -3,15 +3,14 @@ nothing of it stays, so that its redelivery finds every event new and every row 
 
 import uuid
 
+import asyncpg
 import pytest
 from sqlalchemy import text
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from decision_service.messaging.breaker import create_breaker
 from decision_service.messaging.handler import DecisionHandler
 from prequal_devstack.testing import as_record, fetch_application, insert_application, report_event
-from prequal_shared.db import create_session_factory
 
 
 async def test_a_batch_whose_audit_insert_fails_leaves_nothing_behind(engine: AsyncEngine) -> None:
@@ -28,13 +27,13 @@ async def test_a_batch_whose_audit_insert_fails_leaves_nothing_behind(engine: As
         )
     consumer = f"batch-test-{uuid.uuid4().hex[:8]}"
     handler = DecisionHandler(
-        sessions=create_session_factory(engine),
+        engine=engine,
         breaker=create_breaker(fail_max=5, reset_timeout_s=60),
         consumer_name=consumer,
     )
     reports = [report_event(good, score=790), report_event(clashing, score=790)]
 
-    with pytest.raises(IntegrityError):
+    with pytest.raises(asyncpg.UniqueViolationError):
         await handler([as_record(report, offset=n) for n, report in enumerate(reports)])
 
     for application_id in (good, clashing):

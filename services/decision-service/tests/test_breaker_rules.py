@@ -7,7 +7,7 @@ from decision_service.messaging.breaker import create_breaker, guarded
 from decision_service.messaging.handler import DecisionHandler
 from prequal_devstack.testing import raw_record
 from prequal_shared.config import CommonSettings
-from prequal_shared.db import create_engine, create_session_factory
+from prequal_shared.db import create_engine
 from prequal_shared.errors import PoisonMessageError, RetryLaterError, UnknownApplicationError
 
 
@@ -46,7 +46,7 @@ async def test_a_batch_of_poison_alone_neither_closes_nor_waits_for_the_circuit(
         application_name="breaker-test",
     )
     handler = DecisionHandler(
-        sessions=create_session_factory(engine),
+        engine=engine,
         breaker=breaker,
         consumer_name="breaker-test",
     )

@@ -19,7 +19,7 @@ from prequal_devstack.testing import (
     start_and_wait_for_the_pipeline,
 )
 from prequal_shared.config import CommonSettings
-from prequal_shared.db import create_engine, create_session_factory
+from prequal_shared.db import create_engine
 from prequal_shared.errors import RetryLaterError, is_transient
 
 
@@ -33,7 +33,7 @@ async def test_breaker_opens_after_consecutive_failures_and_recovers(
     )
     breaker = create_breaker(fail_max=3, reset_timeout_s=2.0)
     handler = DecisionHandler(
-        sessions=create_session_factory(service_engine),
+        engine=service_engine,
         breaker=breaker,
         consumer_name="breaker-test",
     )

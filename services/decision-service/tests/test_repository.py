@@ -13,7 +13,7 @@ from decision_service.persistence.repository import (
     record_decisions,
 )
 from prequal_devstack.testing import StackInfo, fetch_application, insert_application
-from prequal_shared.db import create_session_factory
+from prequal_shared.db import driver_connection
 from prequal_shared.domain import ApplicationStatus
 from prequal_shared.errors import TransientError
 from prequal_shared.models import Decision, ProcessedEvent
@@ -22,8 +22,8 @@ P, R = ApplicationStatus.PRE_APPROVED, ApplicationStatus.REJECTED
 
 
 async def record(engine: AsyncEngine, *decisions: PendingDecision) -> BatchOutcome:
-    async with create_session_factory(engine).begin() as session:
-        return await record_decisions(session, consumer="test", decisions=decisions)
+    async with driver_connection(engine) as conn, conn.transaction():
+        return await record_decisions(conn, consumer="test", decisions=decisions)
 
 
 def decision(

@@ -90,13 +90,14 @@ DriverConnection = Any
 
 
 async def driver_connection_of(conn: AsyncConnection | AsyncSession) -> DriverConnection:
-    """The asyncpg connection under a SQLAlchemy connection or session, in the same
-    transaction if one is open.
+    """The asyncpg connection under a SQLAlchemy connection or session, in its transaction if
+    one has begun. (SQLAlchemy begins one at its first statement: on a session that has run
+    none yet, each statement on the driver commits on its own.)
 
     For a statement that runs once per few requests: SQLAlchemy's execution path (its
     greenlet, the statement's cache lookup, the cursor adapter, the result) cost about 100 us
     of CPU per statement, as much as asyncpg's own work (docs/performance.md, nineteenth
-    look). The pool, its checks and the transaction stay SQLAlchemy's.
+    look). The pool and its checks stay SQLAlchemy's.
     """
     if isinstance(conn, AsyncSession):
         conn = await conn.connection()
@@ -105,8 +106,15 @@ async def driver_connection_of(conn: AsyncConnection | AsyncSession) -> DriverCo
 
 @contextlib.asynccontextmanager
 async def driver_connection(engine: AsyncEngine) -> AsyncIterator[DriverConnection]:
-    """A pooled connection's asyncpg connection, returned to the pool on exit. In autocommit
-    mode each statement commits on its own, whatever the engine's isolation level: nothing
-    begins a transaction on it."""
+    """A pooled connection's asyncpg connection, returned to the pool on exit. Each statement
+    commits on its own, whatever the engine's isolation level (nothing begins a transaction on
+    it), unless the caller opens one: `async with conn.transaction():`."""
     async with engine.connect() as conn:
-        yield await driver_connection_of(conn)
+        driver = await driver_connection_of(conn)
+        try:
+            yield driver
+        finally:
+            if not driver.is_closed() and driver.is_in_transaction():
+                # A transaction left open (its rollback interrupted): SQLAlchemy's reset on
+                # return would not end it, since SQLAlchemy did not begin it. Not pooled again.
+                await conn.invalidate()

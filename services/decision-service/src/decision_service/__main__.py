@@ -36,7 +36,7 @@ def main() -> None:
         pruning = asyncio.create_task(retention.run(), name="processed-events-retention")
         try:
             yield DecisionHandler(
-                sessions=sessions,
+                engine=engine,
                 breaker=create_breaker(
                     fail_max=settings.breaker_fail_max,
                     reset_timeout_s=settings.breaker_reset_timeout_s,

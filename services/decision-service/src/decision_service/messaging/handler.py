@@ -6,12 +6,13 @@ from collections.abc import Sequence
 
 import pybreaker
 import structlog
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from decision_service.domain.rules import decide
 from decision_service.messaging.breaker import guarded
 from decision_service.persistence.repository import PendingDecision, record_decisions
 from prequal_shared.consumer import Record
+from prequal_shared.db import driver_connection
 from prequal_shared.errors import (
     InconsistentEventError,
     PermanentError,
@@ -26,11 +27,11 @@ class DecisionHandler:
     def __init__(
         self,
         *,
-        sessions: async_sessionmaker[AsyncSession],
+        engine: AsyncEngine,
         breaker: pybreaker.CircuitBreaker,
         consumer_name: str,
     ) -> None:
-        self._sessions = sessions
+        self._engine = engine
         self._breaker = breaker
         self._consumer_name = consumer_name
 
@@ -69,9 +70,9 @@ class DecisionHandler:
             # nor refuse it while open (poison goes to the DLQ, whatever the database's state).
             return failures
         with guarded(self._breaker):
-            async with self._sessions.begin() as session:
+            async with driver_connection(self._engine) as conn, conn.transaction():
                 outcome = await record_decisions(
-                    session, consumer=self._consumer_name, decisions=[d for _, _, d in parsed]
+                    conn, consumer=self._consumer_name, decisions=[d for _, _, d in parsed]
                 )
         # Told apart by identity: a batch may hold several reports for one application.
         applied = {id(decision) for decision in outcome.applied}
