@@ -3,6 +3,7 @@
 import asyncio
 import time
 
+import asyncpg
 import pytest
 from sqlalchemy import make_url, text
 from sqlalchemy.exc import DBAPIError
@@ -15,7 +16,7 @@ from prequal_shared.db import (
     driver_connection,
     driver_connection_of,
 )
-from prequal_shared.errors import is_transient
+from prequal_shared.errors import TransientError, is_transient
 
 
 async def test_database_errors_do_not_carry_the_statement_values(stack: StackInfo) -> None:
@@ -36,6 +37,26 @@ async def test_database_errors_do_not_carry_the_statement_values(stack: StackInf
     assert "1 / 0" in str(caught.value)  # the statement is still named
     assert "Asha Rao" not in str(caught.value)
     assert "ABCDE1234F" not in str(caught.value)
+
+
+async def test_errors_on_the_driver_connection_do_not_carry_the_statement_values(
+    stack: StackInfo,
+) -> None:
+    """The hot statements run on asyncpg's connection, where SQLAlchemy's hide_parameters
+    does not reach: asyncpg must not quote the values either."""
+    engine = create_engine(
+        CommonSettings(database_url=stack.database_url), application_name="test-db"
+    )
+    try:
+        async with driver_connection(engine) as conn:
+            with pytest.raises(asyncpg.PostgresError) as caught:
+                await conn.fetch("SELECT $1::text WHERE 1 / 0 = 1", "Asha Rao ABCDE1234F")
+    finally:
+        await engine.dispose()
+    shown = f"{caught.value} {caught.value!r}"
+    assert "division by zero" in shown
+    assert "Asha Rao" not in shown
+    assert "ABCDE1234F" not in shown
 
 
 @pytest.mark.parametrize(
@@ -71,9 +92,17 @@ async def test_database_faults_are_classed_by_what_fixes_them(
             async with engine.connect() as conn:
                 # asyncpg types the parameter from the statement and refuses "x" itself.
                 await conn.execute(text(statement), {"v": "x"} if ":v" in statement else {})
+        # The same on asyncpg's connection, where the hot statements run: its errors arrive
+        # unwrapped (a failed connect is still SQLAlchemy's, the pool's).
+        with pytest.raises(Exception) as raw:  # noqa: PT011 - whatever the driver raises
+            async with driver_connection(engine) as driver:
+                await driver.execute(
+                    statement.replace(":v", "$1"), *(["x"] if ":v" in statement else [])
+                )
     finally:
         await engine.dispose()
     assert is_transient(caught.value) is transient, case
+    assert is_transient(raw.value) is transient, case
 
 
 async def test_a_transaction_whose_client_went_quiet_releases_its_locks(stack: StackInfo) -> None:
@@ -157,18 +186,21 @@ async def test_the_driver_connection_of_a_session_works_in_its_transaction(
     assert row.status == "PENDING"
 
 
-async def test_a_driver_connection_left_in_a_transaction_is_not_pooled_again(
+async def test_a_driver_connection_left_in_a_transaction_fails_and_is_not_pooled_again(
     stack: StackInfo,
 ) -> None:
+    """Its work is not committed: the block must not pass for a success, and the pool's next
+    user must not find itself in that transaction."""
     engine = create_engine(
         CommonSettings(database_url=stack.database_url),
         application_name="test-db",
         pool_size=1,
     )
     try:
-        async with driver_connection(engine) as conn:
-            await conn.execute("BEGIN")  # and no COMMIT or ROLLBACK: as if interrupted
-            first = conn.get_server_pid()
+        with pytest.raises(TransientError):  # noqa: PT012 - the block's exit raises
+            async with driver_connection(engine) as conn:
+                await conn.execute("BEGIN")  # and no COMMIT or ROLLBACK
+                first = conn.get_server_pid()
         async with driver_connection(engine) as conn:
             in_transaction = conn.is_in_transaction()
             second = conn.get_server_pid()
@@ -176,3 +208,36 @@ async def test_a_driver_connection_left_in_a_transaction_is_not_pooled_again(
         await engine.dispose()
     assert not in_transaction
     assert second != first  # the pool's only connection was replaced
+
+
+async def test_a_driver_connection_interrupted_mid_statement_is_not_pooled_again(
+    stack: StackInfo,
+) -> None:
+    """Cancelled while the server runs a transaction the client began: pooled again, the
+    connection would hand its next user an aborted transaction (or, had the transaction not
+    failed, run the next user's statements in it, to be rolled back unseen)."""
+    engine = create_engine(
+        CommonSettings(database_url=stack.database_url),
+        application_name="test-db",
+        pool_size=1,
+    )
+    pids: list[int] = []
+
+    async def interrupted() -> None:
+        async with driver_connection(engine) as conn:
+            pids.append(conn.get_server_pid())
+            await conn.execute("BEGIN; SELECT pg_sleep(10)")
+
+    try:
+        task = asyncio.create_task(interrupted())
+        await asyncio.sleep(0.5)  # the server is in the sleep, inside the transaction
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        async with driver_connection(engine) as conn:
+            answer = await conn.fetchval("SELECT 1")
+            pids.append(conn.get_server_pid())
+    finally:
+        await engine.dispose()
+    assert answer == 1
+    assert pids[1] != pids[0]

@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 from sqlalchemy import event
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
@@ -17,6 +18,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from prequal_shared.config import CommonSettings
+from prequal_shared.errors import TransientError
 
 
 def create_engine(
@@ -108,13 +110,30 @@ async def driver_connection_of(conn: AsyncConnection | AsyncSession) -> DriverCo
 async def driver_connection(engine: AsyncEngine) -> AsyncIterator[DriverConnection]:
     """A pooled connection's asyncpg connection, returned to the pool on exit. Each statement
     commits on its own, whatever the engine's isolation level (nothing begins a transaction on
-    it), unless the caller opens one: `async with conn.transaction():`."""
+    it), unless the caller opens one: `async with conn.transaction():`.
+
+    SQLAlchemy does not know what runs on it, so its reset on return would not end a
+    transaction left open, and it would pool again a connection whose statement was
+    interrupted. Here such a connection is closed instead:
+    - the block was interrupted (a timeout, a cancellation, a lost connection): the server
+      may still be running its statement, or have begun a transaction the client never heard
+      of, which the connection's next user would find itself in;
+    - the block ended with the connection still in a transaction: what ran in it is not
+      committed, so the block's success would be a lie, and it raises `TransientError`.
+    """
     async with engine.connect() as conn:
         driver = await driver_connection_of(conn)
         try:
             yield driver
-        finally:
-            if not driver.is_closed() and driver.is_in_transaction():
-                # A transaction left open (its rollback interrupted): SQLAlchemy's reset on
-                # return would not end it, since SQLAlchemy did not begin it. Not pooled again.
+        except asyncpg.PostgresError:
+            # The server answered; a transaction of the caller's was rolled back on the way out.
+            if driver.is_in_transaction():
                 await conn.invalidate()
+            raise
+        except BaseException:
+            await conn.invalidate()
+            raise
+        if driver.is_in_transaction():
+            await conn.invalidate()
+            msg = "a database connection was left in a transaction: its work was not committed"
+            raise TransientError(msg)

@@ -328,6 +328,8 @@ class OutboxRelay:
                         self._follow_up(message, ack)
                 raise
             acknowledged, pending = self._sort_out(messages, acks)
+            # In the claim's transaction (the claim began it): the deletions commit with the
+            # holds below, or not at all.
             await repository.delete_acknowledged(
                 await driver_connection_of(session), [m.event_id for m in acknowledged]
             )

@@ -44,7 +44,8 @@ class NewApplication:
 # Any number of applications and their events in ONE statement: a data-modifying CTE over
 # arrays, one array per column (`unnest` zips them into rows). One statement is atomic on its
 # own, so it needs no BEGIN/COMMIT round trips; and the SQL text is the same for every batch
-# size, so it is parsed and planned once per connection (asyncpg's statement cache).
+# size, so it is parsed and planned once per connection (asyncpg's statement cache, which
+# prepares a statement again after 5 minutes).
 _ADD_APPLICATIONS = """
     WITH new_applications AS (
         INSERT INTO applications
