@@ -47,8 +47,8 @@ class BatchOutcome:
 
 
 # On asyncpg's connection (`prequal_shared.db.driver_connection`), in the batch's transaction:
-# through SQLAlchemy's session, its execution path and the session's own round trips cost
-# about 0.5 ms of CPU per batch (docs/performance.md, nineteenth look).
+# through SQLAlchemy's session and its execution path, a batch cost 0.42-0.50 ms more CPU
+# (docs/performance.md, nineteenth look).
 _KNOWN = (
     "SELECT id, monthly_income_inr, loan_amount_inr FROM applications WHERE id = ANY($1::uuid[])"
 )
