@@ -56,6 +56,16 @@ def wrapped(inner: BaseException) -> sa_exc.DBAPIError:
         (wrapped(asyncpg.exceptions.SyntaxOrAccessError("syntax error")), False),
         (wrapped(asyncpg.exceptions.ClientConfigurationError("bad option")), True),
         (wrapped(asyncpg.exceptions.CheckViolationError("check")), False),
+        # Unwrapped: what asyncpg's own connection raises (the hot statements run on it).
+        (asyncpg.exceptions.AdminShutdownError("terminating connection"), True),
+        (
+            asyncpg.InternalClientError(
+                "cannot switch to state 12; another operation (2) is in progress"
+            ),
+            True,
+        ),
+        (asyncpg.exceptions.CheckViolationError("check"), False),
+        (asyncpg.exceptions.UniqueViolationError("duplicate key"), False),
         (PoisonMessageError("bad"), False),
         (UnknownApplicationError("gone"), False),
         (ValueError("bug"), False),

@@ -50,6 +50,11 @@ _TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,  # SQLSTATE class 08: connection failures
     asyncpg.OperatorInterventionError,  # class 57: shutting down, cannot connect now, cancelled
     asyncpg.InterfaceError,
+    # The client's protocol state broke, e.g. "another operation is in progress" when a dying
+    # server's FATAL message reached an idle connection just before a statement (the chaos
+    # suite's crash of PostgreSQL met it); also a standby where a primary was asked for, or a
+    # statement cached under an older schema. A new connection is the cure, not the DLQ.
+    asyncpg.InternalClientError,
     asyncpg.TransactionRollbackError,  # class 40: deadlock, serialization failure
     # The server cannot do the work right now, whatever the work: too many connections, a
     # full disk, out of memory (class 53), an I/O error (58), a lock timeout (55P03), or a
