@@ -1,11 +1,13 @@
 """The bench's own workings: what it asks of oha and reads back, oha's build, how requests
-never answered count, the once-a-second counts, the chart's series and the settling."""
+never answered count, the once-a-second counts, the chart's series, the settling and the disk
+probe."""
 
 import asyncio
 import re
 import shutil
 import socket
 import sys
+import threading
 import time
 import uuid
 from datetime import UTC, datetime
@@ -18,11 +20,15 @@ from prequal_devstack.bench import (
     Run,
     Sample,
     decided_of,
+    disk_flush_max_by_second,
+    disk_flush_summary,
+    disk_line,
     drive_aiohttp,
     drive_oha,
     oha_binary,
     percentile,
     post_latencies_ms,
+    probe_disk,
     progress,
     settle,
     throughput_series,
@@ -305,3 +311,61 @@ async def test_settle_writes_out_what_the_vacuum_changed(stack: StackInfo) -> No
 )
 def test_decided_of(decided: int, stored: int, accepted: int, shown: str) -> None:
     assert decided_of({"decided": decided, "stored": stored, "accepted": accepted}) == shown
+
+
+def test_the_disk_probe_times_each_flush_to_the_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flushed: list[int] = []
+
+    def slow_fdatasync(fd: int) -> None:  # a disk that takes 30 ms to make a write durable
+        time.sleep(0.03)
+        flushed.append(fd)
+
+    monkeypatch.setattr("prequal_devstack.bench.os.fdatasync", slow_fdatasync)
+    stop = threading.Event()
+    threading.Timer(0.3, stop.set).start()
+    began = time.time()
+    flushes = probe_disk(tmp_path / "probe", stop=stop, interval_s=0.01)
+    ended = time.time()
+
+    assert len(flushes) == len(flushed) >= 3
+    assert all(began <= at <= ended for at, _ in flushes)
+    assert [at for at, _ in flushes] == sorted(at for at, _ in flushes)
+    assert all(30 <= ms < 300 for _, ms in flushes)
+    assert not (tmp_path / "probe").exists()
+
+
+def test_the_disk_probe_flushes_a_real_file(tmp_path: Path) -> None:
+    stop = threading.Event()
+    threading.Timer(0.2, stop.set).start()
+    flushes = probe_disk(tmp_path / "probe", stop=stop, interval_s=0.01)
+    assert len(flushes) >= 3
+    assert all(ms > 0 for _, ms in flushes)
+
+
+@pytest.mark.parametrize(
+    ("flushes", "expected"),
+    [
+        # Numbered as the chart's seconds: the first second is 1.
+        ([(100.05, 1.0), (100.5, 3.0), (101.2, 250.0), (103.9, 2.0)], {1: 3.0, 2: 250.0, 4: 2.0}),
+        ([], {}),
+    ],
+)
+def test_the_slowest_flush_of_each_second(
+    flushes: list[tuple[float, float]], expected: dict[int, float]
+) -> None:
+    assert disk_flush_max_by_second(flushes, started_wall=100.0) == expected
+
+
+def test_the_disk_flush_summary_counts_the_stalls() -> None:
+    flushes = [(float(i), 1.0) for i in range(97)] + [(97.0, 100.0), (98.0, 101.0), (99.0, 600.0)]
+    assert disk_flush_summary(flushes) == {
+        "count": 100,
+        "p50_ms": 1.0,
+        "p99_ms": 101.0,
+        "max_ms": 600.0,
+        "over_100_ms": 2,
+    }
+    assert "2 of 100 over 100 ms" in disk_line(disk_flush_summary(flushes))
+    assert disk_line(None) == "disk flushes  not probed (an external PostgreSQL)"

@@ -24,6 +24,7 @@ import shutil
 import sqlite3
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter, deque
@@ -255,6 +256,10 @@ def post_latencies_ms(run: Run) -> list[float]:
     return answered + [TIMEOUT_S * 1000.0] * run.failures.total()
 
 
+def rounded(value: float | None) -> float | None:
+    return round(value, 2) if value is not None else None
+
+
 def percentile(values: list[float], p: float) -> float:
     if not values:
         return 0.0
@@ -365,6 +370,17 @@ def throughput_series(
         }
         for second in range(1, last + 1)
     ]
+
+
+def disk_flush_max_by_second(
+    flushes: list[tuple[float, float]], started_wall: float
+) -> dict[int, float]:
+    """The slowest flush begun in each second of the run (numbered as the chart's)."""
+    by_second: dict[int, float] = {}
+    for began, ms in flushes:
+        second = int(began - started_wall) + 1
+        by_second[second] = max(by_second.get(second, 0.0), ms)
+    return by_second
 
 
 def post_p99_by_second(samples: list[Sample]) -> dict[int, float]:
@@ -512,12 +528,54 @@ async def sample_rss(
             await asyncio.wait_for(stop.wait(), RSS_SAMPLE_INTERVAL_S)
 
 
+DISK_PROBE_INTERVAL_S = 0.05
+"""How often the disk probe makes a small write durable: 20 flushes a second beside the
+stack's 150 or so at 1,000/s. A flush asked for during a stall waits for its end, so the probe
+sees each stall longer than this, if shortened by up to this much."""
+
+
+def probe_disk(
+    path: Path, *, stop: threading.Event, interval_s: float
+) -> list[tuple[float, float]]:
+    """Every `interval_s` until `stop`, write 4 kB to `path` and wait for it to reach the disk
+    (`fdatasync`), as a commit waits for PostgreSQL's WAL; returns, for each, when it began
+    (`time.time()`) and the ms the flush took. Runs in a thread of its own. A commit cannot be
+    faster than the disk's flush: a POST p99 over the goal in a run whose flushes stalled for
+    hundreds of milliseconds is the disk's (docs/performance.md, twentieth look)."""
+    flushes: list[tuple[float, float]] = []
+    block = b"\0" * 4096
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        while not stop.wait(interval_s):
+            began, began_wall = time.monotonic(), time.time()
+            os.pwrite(fd, block, 0)
+            os.fdatasync(fd)
+            flushes.append((began_wall, (time.monotonic() - began) * 1000))
+    finally:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+    return flushes
+
+
+def disk_flush_summary(flushes: list[tuple[float, float]]) -> dict[str, float | int]:
+    took = [ms for _, ms in flushes]
+    return {
+        "count": len(took),
+        "p50_ms": round(percentile(took, 50), 2),
+        "p99_ms": round(percentile(took, 99), 2),
+        "max_ms": round(max(took, default=0.0), 2),
+        "over_100_ms": sum(1 for ms in took if ms > 100),
+    }
+
+
 def chart(
     series: list[dict[str, float]],
     post_p99: dict[int, float],
     e2e: list[tuple[float, float]],
     path: Path,
     title: str,
+    *,
+    disk_flush_max: dict[int, float] | None = None,
 ) -> None:
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 7), sharex=True)
     t = [p["t"] for p in series]
@@ -531,6 +589,15 @@ def chart(
     bottom.plot(
         seconds, [post_p99[x] for x in seconds], label="POST p99 (per second, answered requests)"
     )
+    if disk_flush_max:
+        flushed = sorted(disk_flush_max)
+        bottom.plot(
+            flushed,
+            [disk_flush_max[x] for x in flushed],
+            color="tab:gray",
+            linewidth=1,
+            label="slowest disk flush (per second)",
+        )
     if e2e:
         bottom.scatter(
             [x for x, _ in e2e],
@@ -628,7 +695,25 @@ async def bench(
     )
     sampler = asyncio.create_task(sample_rss(processes, peaks, stop))
     watcher = asyncio.create_task(progress(LiveCount(pool, run), stop))
-    generator_cpu = await drive(run, config.api_url, oha)
+    # The disk's flushes are probed only where the stack's own PostgreSQL keeps its WAL.
+    probe_stop = threading.Event()
+    disk_probe = (
+        None
+        if config.uses_external_postgres
+        else asyncio.create_task(
+            asyncio.to_thread(
+                probe_disk,
+                config.state / "bench-disk-probe",
+                stop=probe_stop,
+                interval_s=DISK_PROBE_INTERVAL_S,
+            )
+        )
+    )
+    try:
+        generator_cpu = await drive(run, config.api_url, oha)
+    finally:
+        probe_stop.set()
+        flushes = await disk_probe if disk_probe is not None else None
     if not (run.samples or run.failures):
         raise SystemExit("the load generator sent no request: no figures to report")
     accepted = run.accepted
@@ -667,6 +752,10 @@ async def bench(
         config.database_url, concurrency=concurrency, seconds=min(10.0, duration)
     )
     handled = max(accepted, stored)
+    post_p99_each_second = post_p99_by_second(run.samples)
+    flush_max_each_second = (
+        disk_flush_max_by_second(flushes, run.started_wall) if flushes is not None else {}
+    )
     result: dict[str, Any] = {
         "rate_target": rate,
         "duration_s": duration,
@@ -701,20 +790,33 @@ async def bench(
         "rss_mb": {name: round(value, 1) for name, value in peaks.items()},
         "rss_note": "peak proportional set size (PSS) of each process with its children",
         "rss_mb_stack_total": round(sum(peaks.values()), 1),
+        # The disk PostgreSQL's commits wait on, probed through the run (null with an external
+        # PostgreSQL): what a durable commit cannot be faster than.
+        "disk_flush": disk_flush_summary(flushes) if flushes is not None else None,
         "machine": {
             "cpus": os.cpu_count(),
             "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         },
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(run.started_wall)),
+        # The chart's data: a slow run shows here whether it was slow throughout or stalled.
+        "per_second": [
+            {
+                **point,
+                "post_p99_ms": rounded(post_p99_each_second.get(int(point["t"]))),
+                "disk_flush_max_ms": rounded(flush_max_each_second.get(int(point["t"]))),
+            }
+            for point in series
+        ],
     }
     (out_dir / "latest.json").write_text(json.dumps(result, indent=2))
     chart(
         series,
-        post_p99_by_second(run.samples),
+        post_p99_each_second,
         [(float(r["created"]) - run.started_wall, e) for r, e in zip(rows, e2e_ms, strict=True)],
         out_dir / "latest.png",
         f"{rate:g}/s target for {duration:.0f} s: decided {decided_per_s:.0f}/s, "
         f"POST p99 {result['post_p99_ms']:.0f} ms, e2e p99 {result['e2e_p99_ms']:.0f} ms",
+        disk_flush_max=flush_max_each_second,
     )
     return result
 
@@ -729,6 +831,16 @@ def decided_of(result: dict[str, Any]) -> str:
     if stored < accepted:
         return f"{decided}/{accepted} decided; only {stored} of the 202s stored"
     return f"{decided}/{accepted} decided"
+
+
+def disk_line(flush: dict[str, float] | None) -> str:
+    if flush is None:
+        return "disk flushes  not probed (an external PostgreSQL)"
+    return (
+        f"disk flushes  p50 {flush['p50_ms']:.1f} ms   p99 {flush['p99_ms']:.1f} ms"
+        f"   max {flush['max_ms']:.0f} ms   ({flush['over_100_ms']} of {flush['count']} over"
+        " 100 ms: a commit waits for one)"
+    )
 
 
 def summary(result: dict[str, Any]) -> str:
@@ -749,6 +861,7 @@ def summary(result: dict[str, Any]) -> str:
         + "  ".join(f"{k} {v}" for k, v in result["cpu_ms_per_application"].items()),
         f"load gen CPU  {result['load_generator_cpu_share'] * 100:.0f}% of a core"
         f" ({result['load_generator']})",
+        disk_line(result["disk_flush"]),
         "peak PSS MB   "
         + "  ".join(f"{k} {v:.0f}" for k, v in result["rss_mb"].items())
         + f"  (total {result['rss_mb_stack_total']:.0f})",
