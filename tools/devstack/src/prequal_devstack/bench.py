@@ -348,10 +348,16 @@ async def progress(count: Callable[[], Awaitable[tuple[int, int]]], stop: asynci
         )
 
 
+def second_of(t: float) -> int:
+    """The second of the run (numbered from 1, as in the chart) that `t`, seconds from the
+    start, falls in: second n holds [n - 1, n), and the first also any time before the start
+    (clocks a moment apart)."""
+    return max(math.floor(t), 0) + 1
+
+
 def per_second(times: list[float]) -> dict[int, int]:
-    """How many of `times` (seconds from the start) fall in each second: second n counts
-    those in [n - 1, n), and the first also any before the start (clocks a moment apart)."""
-    return Counter(max(math.floor(t), 0) + 1 for t in times)
+    """How many of `times` (seconds from the start) fall in each second."""
+    return Counter(second_of(t) for t in times)
 
 
 def throughput_series(
@@ -375,10 +381,10 @@ def throughput_series(
 def disk_flush_max_by_second(
     flushes: list[tuple[float, float]], started_wall: float
 ) -> dict[int, float]:
-    """The slowest flush begun in each second of the run (numbered as the chart's)."""
+    """The slowest flush begun in each second of the run."""
     by_second: dict[int, float] = {}
     for began, ms in flushes:
-        second = int(began - started_wall) + 1
+        second = second_of(began - started_wall)
         by_second[second] = max(by_second.get(second, 0.0), ms)
     return by_second
 
@@ -386,7 +392,7 @@ def disk_flush_max_by_second(
 def post_p99_by_second(samples: list[Sample]) -> dict[int, float]:
     by_second: dict[int, list[float]] = {}
     for sample in samples:
-        by_second.setdefault(int(sample.due) + 1, []).append(sample.latency)
+        by_second.setdefault(second_of(sample.due), []).append(sample.latency)
     return {second: percentile(values, 99) * 1000 for second, values in by_second.items()}
 
 
@@ -498,62 +504,97 @@ def cpu_seconds(process: psutil.Process) -> float:
     return total
 
 
-def rss_mb(process: psutil.Process) -> float:
-    """Memory of a process and its children as PSS: shared pages (PostgreSQL's shared buffers)
-    are divided among the processes that map them instead of counted once per backend."""
-    total = 0
-    for member in family(process):
-        try:
-            total += member.memory_full_info().pss
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return total / 2**20
+def pss_mb(process: psutil.Process) -> float | None:
+    """One process's memory as PSS: shared pages (PostgreSQL's shared buffers) are divided
+    among the processes that map them instead of counted once per backend. None if it has
+    gone."""
+    try:
+        return float(process.memory_full_info().pss) / 2**20
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
 
 
 RSS_SAMPLE_INTERVAL_S = 5.0
-"""PSS is costly to read: the kernel walks every page table of every process, 73 ms of CPU
-for the whole stack. Sampled twice a second, that was 15% of a core taken from the system
-being measured; every 5 s (and once more at the end of the run) it is 1.5%."""
+"""How often each process of the stack has its memory read. PSS is costly to read: the kernel
+walks the process's page tables, 73 ms of CPU for the whole stack (50 of them for PostgreSQL's
+dozen processes), 2-10 ms for any one process. Read twice a second, that was 15% of a core
+taken from the system being measured; every 5 s it is 1.5%. Read all at once, every 5 s, it
+also put a beat in the POST p99 of each second (twentieth look), so the processes are read one
+at a time, spread over the 5 s."""
 
 
 async def sample_rss(
-    processes: dict[str, psutil.Process], peaks: dict[str, float], stop: asyncio.Event
+    processes: dict[str, psutil.Process],
+    peaks: dict[str, float],
+    stop: asyncio.Event,
+    *,
+    interval_s: float = RSS_SAMPLE_INTERVAL_S,
 ) -> None:
-    while True:
-        for name, process in processes.items():
-            peaks[name] = max(peaks.get(name, 0.0), rss_mb(process))
-        if stop.is_set():
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), RSS_SAMPLE_INTERVAL_S)
+    """Keeps in `peaks` the highest PSS of each of `processes` with its children (the sum of
+    its members' latest readings) until `stop`, then reads them all once more."""
+    latest: dict[int, float] = {}
+
+    def read(name: str, members: list[psutil.Process], *only: psutil.Process) -> None:
+        for member in only or members:
+            if (value := pss_mb(member)) is not None:
+                latest[member.pid] = value
+        peaks[name] = max(peaks.get(name, 0.0), sum(latest.get(m.pid, 0.0) for m in members))
+
+    while not stop.is_set():
+        families = {name: family(process) for name, process in processes.items()}
+        step = interval_s / max(1, sum(len(members) for members in families.values()))
+        for name, members in families.items():
+            for member in members:
+                read(name, members, member)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), step)
+                if stop.is_set():
+                    break
+            if stop.is_set():
+                break
+    # The load is over: one last reading of everything, at once.
+    for name, process in processes.items():
+        read(name, family(process))
 
 
 DISK_PROBE_INTERVAL_S = 0.05
-"""How often the disk probe makes a small write durable: 20 flushes a second beside the
-stack's 150 or so at 1,000/s. A flush asked for during a stall waits for its end, so the probe
-sees each stall longer than this, if shortened by up to this much."""
+"""The disk probe makes a small write durable every 50 ms: 20 flushes a second beside the
+stack's 150 or so at 1,000/s. One due during a stall is made at its end and waits for it."""
 
 
 def probe_disk(
     path: Path, *, stop: threading.Event, interval_s: float
 ) -> list[tuple[float, float]]:
-    """Every `interval_s` until `stop`, write 4 kB to `path` and wait for it to reach the disk
-    (`fdatasync`), as a commit waits for PostgreSQL's WAL; returns, for each, when it began
-    (`time.time()`) and the ms the flush took. Runs in a thread of its own. A commit cannot be
-    faster than the disk's flush: a POST p99 over the goal in a run whose flushes stalled for
-    hundreds of milliseconds is the disk's (docs/performance.md, twentieth look)."""
+    """Every `interval_s` until `stop`, write 4 kB to `path` and wait until it is on the disk
+    (`fdatasync`), as a commit writes PostgreSQL's WAL and waits for it; returns, for each,
+    when it began (`time.time()`) and the ms the write and its flush took. Runs in a thread of
+    its own. No commit, and so no 202, can be faster than the disk's flush: a POST p99 over the
+    goal in a run whose flushes stalled for hundreds of milliseconds is the disk's
+    (docs/performance.md, twentieth look). A probe that fails (the disk full, say) stops and
+    keeps what it measured: it must not cost the run its figures."""
     flushes: list[tuple[float, float]] = []
     block = b"\0" * 4096
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        while not stop.wait(interval_s):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as exc:
+        print(f"  the disk probe could not start: {exc}", flush=True)
+        return flushes
+    try:
+        due = time.monotonic()
+        while not stop.wait(max(0.0, due - time.monotonic())):
             began, began_wall = time.monotonic(), time.time()
             os.pwrite(fd, block, 0)
             os.fdatasync(fd)
             flushes.append((began_wall, (time.monotonic() - began) * 1000))
+            # The next one interval_s after this one was due, or now if that has passed: no
+            # burst of flushes to catch up after a stall.
+            due = max(due + interval_s, time.monotonic())
+    except OSError as exc:
+        print(f"  the disk probe stopped: {exc}", flush=True)
     finally:
         os.close(fd)
-        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
     return flushes
 
 
@@ -839,7 +880,7 @@ def disk_line(flush: dict[str, float] | None) -> str:
     return (
         f"disk flushes  p50 {flush['p50_ms']:.1f} ms   p99 {flush['p99_ms']:.1f} ms"
         f"   max {flush['max_ms']:.0f} ms   ({flush['over_100_ms']} of {flush['count']} over"
-        " 100 ms: a commit waits for one)"
+        " 100 ms; every commit waits for a flush)"
     )
 
 
