@@ -541,15 +541,16 @@ async def sample_rss(
         peaks[name] = max(peaks.get(name, 0.0), sum(latest.get(m.pid, 0.0) for m in members))
 
     while not stop.is_set():
-        families = {name: family(process) for name, process in processes.items()}
-        step = interval_s / max(1, sum(len(members) for members in families.values()))
-        for name, members in families.items():
-            for member in members:
-                read(name, members, member)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), step)
-                if stop.is_set():
-                    break
+        turns = [
+            (name, members, member)
+            for name, members in ((n, family(p)) for n, p in processes.items())
+            for member in members
+        ]
+        step = interval_s / max(1, len(turns))
+        for name, members, member in turns:
+            read(name, members, member)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), step)
             if stop.is_set():
                 break
     # The load is over: one last reading of everything, at once.
